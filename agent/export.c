@@ -1,0 +1,2 @@
+/* Not yet written. */
+typedef int export_placeholder;

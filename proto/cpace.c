@@ -1,0 +1,2 @@
+/* Not yet written. */
+typedef int cpace_placeholder;
