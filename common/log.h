@@ -23,7 +23,7 @@ struct pks_logger {
 
 /* Formats and forwards one message; lg may be NULL. */
 void pks_log(const struct pks_logger *lg, enum pks_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* A pks_log_fn that writes "pksync: LEVEL: msg" lines to stderr; user_data unused. */
 void pks_log_stderr(void *user_data, enum pks_log_level level, const char *msg);

@@ -51,7 +51,7 @@ extern int check_failed_current;
 #define CHECK_STR_EQ(a, b)                                                                         \
 	do {                                                                                       \
 		const char *check_a_ = (a), *check_b_ = (b);                                       \
-		if (check_a_ == NULL || check_b_ == NULL || strcmp(check_a_, check_b_) != 0)        \
+		if (check_a_ == NULL || check_b_ == NULL || strcmp(check_a_, check_b_) != 0)       \
 			CHECK_FAIL_AT("CHECK_STR_EQ(%s, %s): \"%s\" != \"%s\"", #a, #b,            \
 				      check_a_ ? check_a_ : "(null)",                              \
 				      check_b_ ? check_b_ : "(null)");                             \
