@@ -134,6 +134,9 @@ struct record_version {
 	size_t restore_tag_count;
 };
 
+/* Orders delete tags by hlc, then author bytes: <0, 0, >0 like memcmp. */
+int record_delete_tag_cmp(const struct record_delete_tag *a, const struct record_delete_tag *b);
+
 /* A zeroed version (NULL when out of memory); set op and the rest. */
 struct record_version *record_version_new(void);
 /* Wipes and frees every owned member and the struct; NULL is fine. */
@@ -197,7 +200,7 @@ int record_version_encode(const struct record_version *v, uint8_t **out, size_t 
  * long-form integers or lengths, indefinite lengths), PKS_ERR_MALFORMED
  * (anything else: bad CBOR, trailing bytes, unknown op or key, a field not
  * allowed for the op, a required field missing, too deep nesting),
- * PKS_ERR_NOMEM.
+ * PKS_ERR_TRUNCATED (the CBOR item ends early), PKS_ERR_NOMEM.
  */
 int record_version_decode(const uint8_t *buf, size_t len, struct record_version **out);
 
@@ -284,11 +287,14 @@ void record_state_free(struct record_state *st);
 
 /*
  * Joins one version into the state (v stays the caller's). PKS_OK (also for
- * duplicates and for anything after a purge), PKS_ERR_REJECTED for a CREATE
- * that conflicts with an earlier one, PKS_ERR_INVALID for another record's
- * id or a version that fails record_version_validate(), PKS_ERR_NOMEM,
- * PKS_ERR_TOO_LARGE when one record holds absurdly many deletes/restores or
- * conflicting creates. On error the state is unchanged.
+ * duplicates and for anything after a purge); PKS_ERR_REJECTED for a CREATE
+ * that conflicts with an earlier one: nothing visible changes. The state
+ * still remembers it so the outcome cannot depend on arrival order; the
+ * caller may log it and should store it like any other valid version
+ * (record_state_dominated() says what may be dropped). PKS_ERR_INVALID for another record's id or
+ * a version that fails record_version_validate(), PKS_ERR_NOMEM,
+ * PKS_ERR_TOO_LARGE when one record holds absurdly many (65536) delete or
+ * restored tags. On these other errors the state is unchanged.
  */
 int record_state_apply(struct record_state *st, const struct record_version *v);
 
