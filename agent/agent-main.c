@@ -1,5 +1,232 @@
-int main(void);
-int main(void)
+/*
+ * pksync-agent: owns the state dir, the vault and the control socket. One
+ * agent per state dir (an exclusive lock on agent.lock).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/err.h"
+
+#define AGENT_VERSION "0.1.0"
+
+static int agent_verbose;
+
+static void agent_log(void *user_data, enum pks_log_level level, const char *msg)
 {
-	return 1;
+	struct timespec ts;
+	struct tm tm;
+	char when[32];
+
+	(void)user_data;
+	if (level == PKS_LOG_DEBUG && !agent_verbose)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ pksync-agent %s: %s\n", when, ts.tv_nsec / 1000000,
+		pks_log_level_name(level), msg);
+}
+
+static void agent_usage(FILE *f)
+{
+	fprintf(f, "Usage: pksync-agent [--state-dir DIR] [--verbose]\n"
+		   "\n"
+		   "Runs the pksync agent in the foreground. It owns the vault in DIR\n"
+		   "(default $XDG_DATA_HOME/pksync) and serves the 'pksync' command on a\n"
+		   "control socket. Stop it with Ctrl-C or SIGTERM.\n"
+		   "\n"
+		   "  --state-dir DIR   where the vault lives (also PKSYNC_STATE_DIR)\n"
+		   "  --verbose         log debug messages\n"
+		   "  --help            this text\n"
+		   "  --version         the version\n"
+		   "\n"
+		   "Networking options (--listen, --peer, --no-mdns, --no-ble, --uhid,\n"
+		   "--ctaphid-socket, --pinentry) arrive with device sync; see README.md.\n");
+}
+
+/* No core dumps, not ptrace-able by other processes of the user, private files. */
+static int agent_harden(void)
+{
+	struct rlimit no_core = {0, 0};
+
+	umask(077);
+	if (setrlimit(RLIMIT_CORE, &no_core) != 0)
+		return PKS_ERR_PERM;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		return PKS_ERR_PERM;
+	return PKS_OK;
+}
+
+static int agent_lock_state_dir(const struct paths *paths, int *fd_out)
+{
+	int fd = open(paths->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	if (fd < 0)
+		return pks_err_from_errno(errno);
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		return PKS_ERR_BUSY;
+	}
+	*fd_out = fd;
+	return PKS_OK;
+}
+
+static void agent_on_signal(uv_signal_t *sig, int signum)
+{
+	struct agent *a = sig->data;
+
+	pks_log(&a->log, PKS_LOG_INFO, "received signal %d, stopping", signum);
+	uv_stop(a->loop);
+}
+
+static void agent_close_walk(uv_handle_t *handle, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(handle))
+		uv_close(handle, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"state-dir", required_argument, NULL, 'd'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct agent a;
+	struct vault_options vopt;
+	uv_signal_t sigint, sigterm;
+	const char *state_dir = NULL;
+	char err[512];
+	int lock_fd = -1;
+	int status = 1;
+	int c, r;
+
+	memset(&a, 0, sizeof(a));
+	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			state_dir = optarg;
+			break;
+		case 'v':
+			agent_verbose = 1;
+			break;
+		case 'h':
+			agent_usage(stdout);
+			return 0;
+		case 'V':
+			printf("pksync-agent %s\n", AGENT_VERSION);
+			return 0;
+		default:
+			agent_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "pksync-agent: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (agent_harden() != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot disable core dumps; refusing to run.\n");
+		return 1;
+	}
+	if (sodium_init() < 0) {
+		fprintf(stderr, "pksync-agent: libsodium failed to initialise.\n");
+		return 1;
+	}
+	a.log.fn = agent_log;
+	if (paths_resolve(state_dir, &a.paths, err, sizeof(err)) != PKS_OK) {
+		fprintf(stderr, "pksync-agent: %s\n", err);
+		return 1;
+	}
+	if (paths_mkdir(a.paths.state_dir) != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot create the state directory %s.\n",
+			a.paths.state_dir);
+		return 1;
+	}
+	{
+		/* The socket may live in another directory (XDG_RUNTIME_DIR/pksync). */
+		char sockdir[sizeof(a.paths.socket_path)];
+		char *slash;
+		memcpy(sockdir, a.paths.socket_path, sizeof(sockdir));
+		slash = strrchr(sockdir, '/');
+		if (slash != NULL && slash != sockdir) {
+			*slash = '\0';
+			if (paths_mkdir(sockdir) != PKS_OK) {
+				fprintf(stderr, "pksync-agent: cannot create %s.\n", sockdir);
+				return 1;
+			}
+		}
+	}
+	r = agent_lock_state_dir(&a.paths, &lock_fd);
+	if (r == PKS_ERR_BUSY) {
+		fprintf(stderr, "pksync-agent: another agent is already running for %s.\n",
+			a.paths.state_dir);
+		return 1;
+	} else if (r != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot lock %s: %s.\n", a.paths.lock_path,
+			pks_strerror(r));
+		return 1;
+	}
+
+	memset(&vopt, 0, sizeof(vopt));
+	vopt.state_dir = a.paths.state_dir;
+	vopt.db_path = a.paths.db_path;
+	vopt.key_file = a.paths.key_file;
+	vopt.log = a.log;
+	vopt.fast_kdf = getenv("PKSYNC_TEST_FAST_KDF") != NULL;
+	r = vault_open(&vopt, &a.vault);
+	if (r != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot open the vault in %s: %s.\n",
+			a.paths.state_dir, pks_strerror(r));
+		goto out;
+	}
+
+	a.loop = uv_default_loop();
+	r = control_server_new(a.loop, a.paths.socket_path, &a.log, commands_handle, &a,
+			       &a.control);
+	if (r != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot listen on %s.\n", a.paths.socket_path);
+		goto out;
+	}
+	uv_signal_init(a.loop, &sigint);
+	uv_signal_init(a.loop, &sigterm);
+	sigint.data = &a;
+	sigterm.data = &a;
+	uv_signal_start(&sigint, agent_on_signal, SIGINT);
+	uv_signal_start(&sigterm, agent_on_signal, SIGTERM);
+	signal(SIGPIPE, SIG_IGN);
+
+	pks_log(&a.log, PKS_LOG_INFO, "pksync-agent %s serving %s (vault %s)", AGENT_VERSION,
+		a.paths.socket_path,
+		!vault_is_initialized(a.vault) ? "not initialised"
+		: vault_is_locked(a.vault)     ? "locked"
+					       : "unlocked");
+	uv_run(a.loop, UV_RUN_DEFAULT);
+
+	control_server_close(a.control);
+	unlink(a.paths.socket_path);
+	uv_walk(a.loop, agent_close_walk, NULL);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+	uv_loop_close(a.loop);
+	status = 0;
+out:
+	vault_free(a.vault);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	return status;
 }
