@@ -80,7 +80,9 @@ static void cli_report(struct cli *cli, const char *sentence)
 
 	if (cli != NULL && cli->json) {
 		doc = json_pack("{s:s}", "error", sentence);
-		if (doc != NULL && cli_print_json(cli, doc) == CLI_EXIT_OK) {
+		/* One line, so tools reading errors line by line get it whole. */
+		if (doc != NULL && json_dumpf(doc, stdout, JSON_ENCODE_ANY) == 0 &&
+		    fputc('\n', stdout) != EOF) {
 			json_decref(doc);
 			return;
 		}

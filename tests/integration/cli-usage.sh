@@ -70,9 +70,9 @@ plain_error() { [ "$rc" -eq 1 ] && one_error_line; }
 err_has() { [[ $err == *"$1"* ]]; }
 out_has() { [[ $out == *"$1"* ]]; }
 
-# stdout is exactly one JSON document {"error": "<non-empty string>"}.
+# stdout is exactly one line, a JSON document {"error": "<non-empty string>"}.
 json_error_shape() {
-	"$PY" -c '
+	[ "$(wc -l <"$tmp/out")" -eq 1 ] && "$PY" -c '
 import json, sys
 doc = json.load(open(sys.argv[1]))
 assert list(doc) == ["error"] and isinstance(doc["error"], str) and doc["error"], doc
