@@ -47,7 +47,12 @@ struct record_class {
 	uint8_t *user_handle;
 	size_t user_handle_len;
 	enum record_alg alg;
-	uint8_t *private_key; /* sodium_malloc */
+	/*
+	 * Plain malloc, wiped when freed: a vault holds one key per record, and
+	 * sodium_malloc's guard-page mappings per key would run into the
+	 * process's mapping limit long before 100,000 records.
+	 */
+	uint8_t *private_key;
 	size_t private_key_len;
 	uint8_t *public_key;
 	size_t public_key_len;
@@ -239,8 +244,7 @@ static void record_class_free(struct record_class *c)
 	if (c->rp_id != NULL)
 		record_wipe_free(c->rp_id, strlen(c->rp_id));
 	record_wipe_free(c->user_handle, c->user_handle_len);
-	if (c->private_key != NULL)
-		sodium_free(c->private_key);
+	record_wipe_free(c->private_key, c->private_key_len);
 	record_wipe_free(c->public_key, c->public_key_len);
 	if (c->source != NULL)
 		record_wipe_free(c->source, strlen(c->source));
@@ -274,7 +278,7 @@ static int record_class_new(const struct record_version *v, const uint8_t hash[3
 	c->user_handle = record_memdup(v->user_handle, v->user_handle_len);
 	c->user_handle_len = v->user_handle_len;
 	c->alg = v->alg;
-	c->private_key = sodium_malloc(v->private_key_len);
+	c->private_key = malloc(v->private_key_len);
 	c->private_key_len = v->private_key_len;
 	c->public_key = record_memdup(v->public_key, v->public_key_len);
 	c->public_key_len = v->public_key_len;

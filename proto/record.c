@@ -642,7 +642,7 @@ int record_version_open(const uint8_t *blob, size_t len, const uint8_t author_pk
 		goto out;
 	}
 	body_len = ct_len - RECORD_SEALED_MAC_LEN;
-	body = sodium_malloc(body_len);
+	body = malloc(body_len);
 	if (body == NULL) {
 		r = PKS_ERR_NOMEM;
 		goto out;
@@ -668,8 +668,11 @@ int record_version_open(const uint8_t *blob, size_t len, const uint8_t author_pk
 	r = PKS_OK;
 out:
 	record_version_free(v);
-	if (body != NULL)
-		sodium_free(body);
+	if (body != NULL) {
+		/* The plaintext may hold a private key. */
+		sodium_memzero(body, body_len);
+		free(body);
+	}
 	free(msg);
 	return r;
 }

@@ -335,8 +335,11 @@ bool record_state_backup_state(const struct record_state *st);
 uint64_t record_state_created_at(const struct record_state *st);
 const char *record_state_source(const struct record_state *st);
 /*
- * Borrowed view of the PKCS#8 private key (in sodium_malloc memory): PKS_OK,
- * or PKS_ERR_STATE without a create or after a purge.
+ * Borrowed view of the PKCS#8 private key: PKS_OK, or PKS_ERR_STATE without
+ * a create or after a purge. The state wipes it when purged or freed; it is
+ * in plain heap memory (one guarded sodium_malloc mapping per record would
+ * exhaust the process's mappings in a large vault), so copy it into
+ * sodium_malloc memory if it must outlive a short use.
  */
 int record_state_private_key(const struct record_state *st, const uint8_t **key, size_t *len);
 

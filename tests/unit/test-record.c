@@ -1043,7 +1043,7 @@ static void test_seal_mismatch(void)
 		memcpy(blob + off, devices[0].id, 32);
 		off += 32;
 		for (int i = 7; i >= 0; i--)
-			blob[off++] = (uint8_t)((which == 1 ? 6 : 5) >> (8 * i));
+			blob[off++] = (uint8_t)((uint64_t)(which == 1 ? 6 : 5) >> (8 * i));
 		for (int i = 3; i >= 0; i--)
 			blob[off++] = (uint8_t)((which == 2 ? 4u : 3u) >> (8 * i));
 		memcpy(blob + off, nonce, 24);
