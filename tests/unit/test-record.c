@@ -813,6 +813,10 @@ static void test_noncanonical(void)
 	record_version_free(ref);
 
 	/* Not a map at all, deep nesting, junk. */
+	uint8_t *very_deep = malloc(100000);
+	memset(very_deep, 0x81, 100000);
+	CHECK_EQ(record_version_decode(very_deep, 100000, &v), PKS_ERR_TOO_LARGE);
+	free(very_deep);
 	uint8_t *deep = malloc(RECORD_ENCODED_MAX);
 	memset(deep, 0x81, RECORD_ENCODED_MAX);
 	CHECK_EQ(record_version_decode(deep, RECORD_ENCODED_MAX, &v), PKS_ERR_MALFORMED);
