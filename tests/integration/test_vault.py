@@ -107,8 +107,9 @@ def export_cxf_round_trip():
         assert "private keys" in err, err
         assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
         b.cli("import", out)
-        ra = {r["id"]: r for r in a.json("list")}
-        rb = {r["id"]: r for r in b.json("list")}
+        # Record ids are keyed per vault; the credential is what must match.
+        ra = {(r["rp_id"], r["credential_id"]): r for r in a.json("list")}
+        rb = {(r["rp_id"], r["credential_id"]): r for r in b.json("list")}
         assert sorted(ra) == sorted(rb), (sorted(ra), sorted(rb))
         for rid, rec in ra.items():
             other = rb[rid]
@@ -117,7 +118,7 @@ def export_cxf_round_trip():
                         "backup_state"):
                 assert rec[key] == other[key], (key, rec[key], other[key])
             # Same private key: B signs, and A's public key verifies it.
-            assert_and_verify(b, rec)
+            assert_and_verify(b, dict(rec, id=other["id"]))
         os.unlink(out)
     finally:
         b.stop()
@@ -281,11 +282,20 @@ def broken_imports_refused_whole():
         # One good and one bad passkey in a file: nothing is imported.
         doc = json.loads(good)
         items = doc["accounts"][0]["items"]
-        bad = json.loads(json.dumps(items[-1]))
+        passkey_item = [it for it in items
+                        if any(c.get("type") == "passkey" for c in it["credentials"])][0]
+        bad = json.loads(json.dumps(passkey_item))
+        bad["id"] = "second-item"
+        # A valid, different credential beside the broken one must not land either.
         for c in bad["credentials"]:
             if c.get("type") == "passkey":
                 c["credentialId"] = "not base64url!"
         items.append(bad)
+        good_other = json.loads(json.dumps(passkey_item))
+        for c in good_other["credentials"]:
+            if c.get("type") == "passkey":
+                c["credentialId"] = "YW5vdGhlci1jcmVkZW50aWFs"
+        items.insert(0, good_other)
         path = os.path.join(a.root, "half-bad.json")
         with open(path, "w") as f:
             json.dump(doc, f)
