@@ -58,6 +58,12 @@ int passkey_key_alg(const struct passkey_key *key);
  */
 int passkey_key_pkcs8(const struct passkey_key *key, uint8_t **der, size_t *len);
 
+/*
+ * The same PKCS#8 DER written into out (cap bytes, which the caller keeps in
+ * secret memory); PKS_ERR_TOO_LARGE when it does not fit.
+ */
+int passkey_key_pkcs8_to(const struct passkey_key *key, uint8_t *out, size_t cap, size_t *len);
+
 /* The public key as SubjectPublicKeyInfo DER; *der is malloc'd (free()). */
 int passkey_key_spki(const struct passkey_key *key, uint8_t **der, size_t *len);
 
