@@ -448,6 +448,22 @@ static int vault_load_version(void *user_data, const uint8_t record_id[16],
 	return r;
 }
 
+/*
+ * Rebuilds the in-memory records from the store: at unlock, and after a
+ * failed transaction left memory ahead of what was committed.
+ */
+static int vault_reload(struct vault *v)
+{
+	int r;
+
+	vault_table_clear(v);
+	hlc_clock_init(&v->clock, 0, VAULT_MAX_SKEW_MS);
+	r = store_version_max_seq(v->store, v->device_id, &v->seq);
+	if (r == PKS_OK)
+		r = store_versions_foreach(v->store, vault_load_version, v);
+	return r;
+}
+
 static int vault_unlock_with(struct vault *v, const struct keys_kek *kek)
 {
 	int r;
@@ -456,14 +472,11 @@ static int vault_unlock_with(struct vault *v, const struct keys_kek *kek)
 	if (v->sec == NULL)
 		return PKS_ERR_NOMEM;
 	sodium_memzero(v->sec, sizeof(*v->sec));
-	hlc_clock_init(&v->clock, 0, VAULT_MAX_SKEW_MS);
 	r = vault_load_identity(v, kek);
 	if (r == PKS_OK)
 		r = vault_load_keys(v, kek);
 	if (r == PKS_OK)
-		r = store_version_max_seq(v->store, v->device_id, &v->seq);
-	if (r == PKS_OK)
-		r = store_versions_foreach(v->store, vault_load_version, v);
+		r = vault_reload(v);
 	if (r != PKS_OK)
 		vault_lock(v);
 	return r;
@@ -932,50 +945,94 @@ static bool vault_same_key(const struct record_state *st, const struct passkey_i
 	       (int)record_state_alg(st) == it->alg;
 }
 
+enum vault_import_action {
+	VAULT_IMPORT_ADD,
+	VAULT_IMPORT_UPDATE,
+	VAULT_IMPORT_UNCHANGED,
+};
+
+/* Which of user name, display name and notes an import would change. */
+static unsigned int vault_import_changes(const struct record_state *st,
+					 const struct passkey_item *it)
+{
+	unsigned int fields = 0;
+
+	if (!vault_str_eq(it->user_name, record_state_user_name(st)))
+		fields |= RECORD_FIELD_BIT(RECORD_FIELD_USER_NAME);
+	if (it->display_name != NULL &&
+	    !vault_str_eq(it->display_name, record_state_display_name(st)))
+		fields |= RECORD_FIELD_BIT(RECORD_FIELD_DISPLAY_NAME);
+	if (it->notes != NULL && it->notes[0] != '\0' &&
+	    !vault_str_eq(it->notes, record_state_notes(st)))
+		fields |= RECORD_FIELD_BIT(RECORD_FIELD_NOTES);
+	return fields;
+}
+
+/* Builds, seals, stores and applies the version one item asks for. */
+static int vault_import_one(struct vault *v, const struct passkey_item *it,
+			    const uint8_t record_id[RECORD_ID_LEN], enum vault_import_action action,
+			    unsigned int fields)
+{
+	struct record_version *ver = record_version_new();
+	const char *values[RECORD_FIELD_COUNT] = {it->user_name, it->display_name, it->notes};
+	int r = PKS_OK;
+
+	if (ver == NULL)
+		return PKS_ERR_NOMEM;
+	if (action == VAULT_IMPORT_ADD) {
+		r = vault_version_from_item(v, ver, it, record_id);
+	} else {
+		vault_version_start(v, ver, record_id, RECORD_OP_UPDATE);
+		for (int f = 0; f < RECORD_FIELD_COUNT && r == PKS_OK; f++)
+			if (fields & RECORD_FIELD_BIT(f))
+				r = record_version_set_field(ver, (enum record_field)f, values[f],
+							     ver->hlc);
+	}
+	if (r == PKS_OK)
+		r = vault_commit_version(v, ver, true);
+	if (r == PKS_OK)
+		v->seq++;
+	record_version_free(ver);
+	return r;
+}
+
 int vault_import(struct vault *v, const struct passkey_list *list, vault_progress_fn progress,
 		 void *progress_data, struct vault_import_stats *stats, char *err, size_t err_len)
 {
-	struct record_version **pending = NULL;
-	size_t npending = 0;
+	uint8_t(*ids)[RECORD_ID_LEN] = NULL;
+	unsigned char *actions = NULL;
+	unsigned int *changes = NULL;
 	struct vault_import_stats s;
-	uint64_t seq0 = v->seq;
 	int r = PKS_OK;
 
 	if (v->sec == NULL)
 		return PKS_ERR_LOCKED;
 	memset(&s, 0, sizeof(s));
 	s.total = list->count;
-	pending = calloc(list->count ? list->count : 1, sizeof(*pending));
-	if (pending == NULL)
-		return PKS_ERR_NOMEM;
+	ids = calloc(list->count ? list->count : 1, sizeof(*ids));
+	actions = calloc(list->count ? list->count : 1, sizeof(*actions));
+	changes = calloc(list->count ? list->count : 1, sizeof(*changes));
+	if (ids == NULL || actions == NULL || changes == NULL) {
+		r = PKS_ERR_NOMEM;
+		goto out;
+	}
 
 	/* Check every item against the vault before writing anything. */
 	for (size_t i = 0; i < list->count; i++) {
 		const struct passkey_item *it = &list->items[i];
-		uint8_t record_id[RECORD_ID_LEN];
 		struct vault_entry *e;
-		struct record_version *ver = NULL;
 
 		r = record_id_derive(v->sec->id_key, it->rp_id, it->credential_id,
-				     it->credential_id_len, record_id);
-		if (r != PKS_OK)
-			goto out;
-		e = vault_lookup(v, record_id);
-		ver = record_version_new();
-		if (ver == NULL) {
-			r = PKS_ERR_NOMEM;
+				     it->credential_id_len, ids[i]);
+		if (r != PKS_OK) {
+			snprintf(err, err_len,
+				 "Passkey %zu of the file (rp id %.64s) is invalid: %s.", i + 1,
+				 it->rp_id, pks_strerror(r));
 			goto out;
 		}
-		pending[npending++] = ver;
+		e = vault_lookup(v, ids[i]);
 		if (e == NULL || !record_state_has_create(e->st)) {
-			r = vault_version_from_item(v, ver, it, record_id);
-			if (r != PKS_OK) {
-				snprintf(err, err_len,
-					 "Passkey %zu of the file (rp id %.64s) is invalid: %s.",
-					 i + 1, it->rp_id, pks_strerror(r));
-				goto out;
-			}
-			v->seq++;
+			actions[i] = VAULT_IMPORT_ADD;
 			s.added++;
 			continue;
 		}
@@ -988,70 +1045,52 @@ int vault_import(struct vault *v, const struct passkey_list *list, vault_progres
 			r = PKS_ERR_EXISTS;
 			goto out;
 		}
-		vault_version_start(v, ver, record_id, RECORD_OP_UPDATE);
-		if (!vault_str_eq(it->user_name, record_state_user_name(e->st)))
-			r = record_version_set_field(ver, RECORD_FIELD_USER_NAME, it->user_name,
-						     ver->hlc);
-		if (r == PKS_OK && it->display_name != NULL &&
-		    !vault_str_eq(it->display_name, record_state_display_name(e->st)))
-			r = record_version_set_field(ver, RECORD_FIELD_DISPLAY_NAME,
-						     it->display_name, ver->hlc);
-		if (r == PKS_OK && it->notes != NULL && it->notes[0] != '\0' &&
-		    !vault_str_eq(it->notes, record_state_notes(e->st)))
-			r = record_version_set_field(ver, RECORD_FIELD_NOTES, it->notes, ver->hlc);
-		if (r != PKS_OK)
-			goto out;
-		if (ver->fields == 0) {
+		changes[i] = vault_import_changes(e->st, it);
+		actions[i] = changes[i] ? VAULT_IMPORT_UPDATE : VAULT_IMPORT_UNCHANGED;
+		if (changes[i])
+			s.updated++;
+		else
 			s.unchanged++;
-			record_version_free(ver);
-			pending[--npending] = NULL;
-			continue;
-		}
-		v->seq++;
-		s.updated++;
 	}
 
-	/* One transaction: a crash or an error leaves the vault as it was. */
+	/*
+	 * One transaction: a crash or an error leaves the store as it was. Versions
+	 * are made and applied one at a time, so memory stays flat however large the
+	 * file; if the transaction fails, memory is rebuilt from the store.
+	 */
 	r = store_begin(v->store);
 	if (r != PKS_OK)
 		goto out;
-	for (size_t i = 0; i < npending; i++) {
-		r = vault_commit_version(v, pending[i], false);
+	for (size_t i = 0; i < list->count; i++) {
+		if (actions[i] != VAULT_IMPORT_UNCHANGED)
+			r = vault_import_one(v, &list->items[i], ids[i],
+					     (enum vault_import_action)actions[i], changes[i]);
 		if (r != PKS_OK) {
-			store_rollback(v->store);
+			snprintf(err, err_len,
+				 "Passkey %zu of the file (rp id %.64s) could not be "
+				 "stored: %s; nothing was imported.",
+				 i + 1, list->items[i].rp_id, pks_strerror(r));
+			break;
+		}
+		if (progress != NULL && (i % 256 == 255 || i + 1 == list->count))
+			progress(progress_data, i + 1, list->count);
+	}
+	if (r == PKS_OK) {
+		r = store_commit(v->store);
+		if (r != PKS_OK)
 			snprintf(err, err_len, "Could not store the imported passkeys: %s.",
 				 pks_strerror(r));
-			goto out;
-		}
-		if (progress != NULL && (i % 256 == 255 || i + 1 == npending))
-			progress(progress_data, i + 1, npending);
+	} else {
+		store_rollback(v->store);
 	}
-	r = store_commit(v->store);
-	if (r != PKS_OK) {
-		snprintf(err, err_len, "Could not store the imported passkeys: %s.",
-			 pks_strerror(r));
-		goto out;
-	}
-	/* Committed: now, and only now, the in-memory state follows. */
-	for (size_t i = 0; i < npending; i++) {
-		struct record_state *st = NULL;
-		r = vault_state_for(v, pending[i]->record_id, &st);
-		if (r == PKS_OK)
-			r = record_state_apply(st, pending[i]);
-		if (r != PKS_OK) {
-			pks_log(&v->log, PKS_LOG_ERROR, "vault: applying an import failed: %s",
-				pks_strerror(r));
-			goto out;
-		}
-	}
-	*stats = s;
-	r = PKS_OK;
+	if (r != PKS_OK && vault_reload(v) != PKS_OK)
+		pks_log(&v->log, PKS_LOG_ERROR, "vault: reloading after a failed import failed");
+	if (r == PKS_OK)
+		*stats = s;
 out:
-	if (r != PKS_OK)
-		v->seq = seq0;
-	for (size_t i = 0; i < npending; i++)
-		record_version_free(pending[i]);
-	free(pending);
+	free(ids);
+	free(actions);
+	free(changes);
 	return r;
 }
 

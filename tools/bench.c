@@ -23,9 +23,7 @@
 #include "agent/import.h"
 #include "agent/passkey.h"
 #include "common/err.h"
-#ifdef PKS_BENCH_NOISE
 #include "proto/noise.h"
-#endif
 #include "proto/record.h"
 
 struct bench_result {
@@ -51,13 +49,11 @@ static double bench_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-#ifdef PKS_BENCH_NOISE
 static void bench_rng(void *user_data, uint8_t *buf, size_t n)
 {
 	(void)user_data;
 	randombytes_buf(buf, n);
 }
-#endif
 
 /* ---- generated passkeys ---- */
 
@@ -157,7 +153,6 @@ static void bench_x25519(void)
 	bench_add("x25519_ops_per_s", (double)n / dt, "ops/s");
 }
 
-#ifdef PKS_BENCH_NOISE
 /* One whole Noise_XXpsk0 handshake, both sides, then one transport message each way. */
 static int bench_one_handshake(const uint8_t isk[32], const uint8_t rsk[32], const uint8_t psk[32])
 {
@@ -215,11 +210,6 @@ static void bench_noise(void)
 	} while (dt < 1.0);
 	bench_add("noise_xxpsk0_handshakes_per_s", (double)n / dt, "handshakes/s");
 }
-#else
-static void bench_noise(void)
-{
-}
-#endif
 
 static void bench_records(void)
 {
