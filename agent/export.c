@@ -244,7 +244,11 @@ int export_cxf(const struct passkey_item *items, size_t n, const char *exporter_
 	r = export_set(account, "items", json_incref(list));
 	if (r != PKS_OK)
 		goto out;
-	r = export_render(root, JSON_INDENT(2), json_out);
+	/*
+	 * Compact: pretty printing would make 100,000 passkeys (the import
+	 * limit) larger than the 64 MiB an import accepts.
+	 */
+	r = export_render(root, JSON_COMPACT, json_out);
 out:
 	for (size_t i = 0; keys != NULL && i < n; i++) {
 		export_wipe_string(keys[i]);

@@ -20,7 +20,8 @@
  * timestamp now_unix, one account with one item per passkey (a "passkey"
  * credential, plus a "note" credential when the item has notes, plus our
  * non-standard backupEligible/backupState members so BE=0 survives a round
- * trip). Created times are written in whole seconds. n may be 0.
+ * trip). Created times are written in whole seconds. The text is compact
+ * JSON (100,000 passkeys stay under the import's 64 MiB limit). n may be 0.
  * *json_out is malloc'd, NUL-terminated, and must be wiped by the caller.
  * PKS_ERR_INVALID when an item lacks a required field.
  */

@@ -1,9 +1,14 @@
+/* libFuzzer harness: CXF import, named and auto-detected. */
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tests/fuzz/fuzz-import-common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	(void)data;
-	(void)size;
+	fuzz_import_run(data, size, IMPORT_FORMAT_CXF);
+	fuzz_import_run(data, size, IMPORT_FORMAT_AUTO);
 	return 0;
 }

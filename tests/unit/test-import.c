@@ -432,8 +432,8 @@ static void test_cxf_round_trip(void)
 	CHECK_OK(export_cxf(items, n, "pksync test", 1700000000, &text));
 	if (text == NULL)
 		goto out;
-	CHECK(strstr(text, "\"exporterRpId\": \"pksync.invalid\"") != NULL);
-	CHECK(strstr(text, "\"major\": 1") != NULL);
+	CHECK(strstr(text, "\"exporterRpId\":\"pksync.invalid\"") != NULL);
+	CHECK(strstr(text, "\"major\":1") != NULL);
 	CHECK_OK(import_parse((const uint8_t *)text, strlen(text), IMPORT_FORMAT_AUTO, &l, &det,
 			      err, sizeof(err)));
 	if (l == NULL) {
@@ -456,7 +456,7 @@ static void test_cxf_round_trip(void)
 	free(text);
 	text = NULL;
 	CHECK_OK(export_cxf(items, 2, NULL, 1700000000, &text));
-	CHECK(text != NULL && strstr(text, "\"exporterDisplayName\": \"pksync\"") != NULL);
+	CHECK(text != NULL && strstr(text, "\"exporterDisplayName\":\"pksync\"") != NULL);
 	CHECK_OK(parse_text(text ? text : "", IMPORT_FORMAT_CXF, &l, err, sizeof(err)));
 	if (l != NULL && l->count == 2)
 		CHECK_EQ(l->items[1].created_at_ms, items[1].created_at_ms - 999);
