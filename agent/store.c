@@ -31,6 +31,12 @@ static const char *const store_migrations[] = {
     "  blob BLOB NOT NULL,"
     "  PRIMARY KEY (author, seq)) WITHOUT ROWID;"
     "CREATE INDEX versions_by_record ON versions (record_id);",
+    /* 1 -> 2: membership operations (wrapped, in the order applied) and remembered peers. */
+    "CREATE TABLE memb_ops ("
+    "  id BLOB PRIMARY KEY CHECK (length(id) = 32),"
+    "  pos INTEGER NOT NULL UNIQUE,"
+    "  wrapped BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE peers (addr TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
@@ -472,4 +478,155 @@ int store_checkpoint(struct store *s)
 	    SQLITE_OK)
 		return store_fail(s, "checkpoint");
 	return PKS_OK;
+}
+
+int store_versions_after(struct store *s, const uint8_t author[32], uint64_t after_seq,
+			 store_version_fn fn, void *user_data)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(s,
+			      "SELECT record_id, seq, epoch, blob FROM versions "
+			      "WHERE author = ?1 AND seq > ?2 ORDER BY seq",
+			      &st);
+	int rc;
+
+	if (r != PKS_OK)
+		goto out;
+	sqlite3_bind_blob(st, 1, author, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)after_seq);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 0) != 16) {
+			r = PKS_ERR_MALFORMED;
+			goto out;
+		}
+		r = fn(user_data, sqlite3_column_blob(st, 0), author,
+		       (uint64_t)sqlite3_column_int64(st, 1), (uint32_t)sqlite3_column_int64(st, 2),
+		       sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+		if (r != PKS_OK)
+			goto out;
+	}
+	r = rc == SQLITE_DONE ? PKS_OK : store_fail(s, "version walk");
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_version_vector(struct store *s, store_vector_fn fn, void *user_data)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(s, "SELECT author, max(seq) FROM versions GROUP BY author ORDER BY author",
+			      &st);
+	int rc;
+
+	if (r != PKS_OK)
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 0) != 32) {
+			r = PKS_ERR_MALFORMED;
+			goto out;
+		}
+		r = fn(user_data, sqlite3_column_blob(st, 0), (uint64_t)sqlite3_column_int64(st, 1));
+		if (r != PKS_OK)
+			goto out;
+	}
+	r = rc == SQLITE_DONE ? PKS_OK : store_fail(s, "vector");
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_versions_delete_above(struct store *s, const uint8_t author[32], uint64_t seq,
+				uint64_t *deleted)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(s, "DELETE FROM versions WHERE author = ?1 AND seq > ?2", &st);
+
+	if (r != PKS_OK)
+		goto out;
+	sqlite3_bind_blob(st, 1, author, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	r = sqlite3_step(st) == SQLITE_DONE ? PKS_OK : store_fail(s, "version delete");
+	if (r == PKS_OK && deleted != NULL)
+		*deleted = (uint64_t)sqlite3_changes(s->db);
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_memb_put(struct store *s, const uint8_t id[32], const uint8_t *wrapped, size_t len)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	if (len > STORE_BLOB_MAX)
+		return PKS_ERR_TOO_LARGE;
+	r = store_prepare(s,
+			  "INSERT OR IGNORE INTO memb_ops (id, pos, wrapped) VALUES "
+			  "(?1, (SELECT coalesce(max(pos), 0) + 1 FROM memb_ops), ?2)",
+			  &st);
+	if (r != PKS_OK)
+		goto out;
+	sqlite3_bind_blob(st, 1, id, 32, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, wrapped, (int)len, SQLITE_STATIC);
+	r = sqlite3_step(st) == SQLITE_DONE ? PKS_OK : store_fail(s, "membership put");
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_memb_foreach(struct store *s, store_blob_fn fn, void *user_data)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(s, "SELECT wrapped FROM memb_ops ORDER BY pos", &st);
+	int rc;
+
+	if (r != PKS_OK)
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		r = fn(user_data, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+		if (r != PKS_OK)
+			goto out;
+	}
+	r = rc == SQLITE_DONE ? PKS_OK : store_fail(s, "membership walk");
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_peer_put(struct store *s, const char *addr, uint64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	if (strlen(addr) > 256)
+		return PKS_ERR_TOO_LARGE;
+	r = store_prepare(s, "INSERT OR IGNORE INTO peers (addr, added_at) VALUES (?1, ?2)", &st);
+	if (r != PKS_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now_ms);
+	r = sqlite3_step(st) == SQLITE_DONE ? PKS_OK : store_fail(s, "peer put");
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_peers_foreach(struct store *s, store_text_fn fn, void *user_data)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(s, "SELECT addr FROM peers ORDER BY added_at", &st);
+	int rc;
+
+	if (r != PKS_OK)
+		goto out;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *a = (const char *)sqlite3_column_text(st, 0);
+		r = fn(user_data, a ? a : "");
+		if (r != PKS_OK)
+			goto out;
+	}
+	r = rc == SQLITE_DONE ? PKS_OK : store_fail(s, "peer walk");
+out:
+	sqlite3_finalize(st);
+	return r;
 }

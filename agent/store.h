@@ -68,6 +68,29 @@ int store_epoch_get(struct store *s, uint32_t epoch, uint8_t **wrapped, size_t *
 typedef int (*store_epoch_fn)(void *user_data, uint32_t epoch, const uint8_t *wrapped, size_t len);
 int store_epochs_foreach(struct store *s, store_epoch_fn fn, void *user_data);
 
+/*
+ * The author's versions with seq > after_seq, in seq order; fn may return 1
+ * to stop early (returned as is).
+ */
+int store_versions_after(struct store *s, const uint8_t author[32], uint64_t after_seq,
+			 store_version_fn fn, void *user_data);
+/* (author, highest seq) for every author, ordered by author bytes. */
+typedef int (*store_vector_fn)(void *user_data, const uint8_t author[32], uint64_t seq);
+int store_version_vector(struct store *s, store_vector_fn fn, void *user_data);
+/* Deletes the author's versions above seq (strong remove of a revoked device). */
+int store_versions_delete_above(struct store *s, const uint8_t author[32], uint64_t seq,
+				uint64_t *deleted);
+
+/* Membership operations, wrapped, replayed in the order they were first stored. */
+typedef int (*store_blob_fn)(void *user_data, const uint8_t *blob, size_t len);
+int store_memb_put(struct store *s, const uint8_t id[32], const uint8_t *wrapped, size_t len);
+int store_memb_foreach(struct store *s, store_blob_fn fn, void *user_data);
+
+/* Peer addresses remembered from pairing ("ADDR:PORT"). */
+typedef int (*store_text_fn)(void *user_data, const char *text);
+int store_peer_put(struct store *s, const char *addr, uint64_t now_ms);
+int store_peers_foreach(struct store *s, store_text_fn fn, void *user_data);
+
 /* Forces a WAL checkpoint (used before measuring bytes on disk). */
 int store_checkpoint(struct store *s);
 

@@ -117,7 +117,111 @@ static void test_file_mode(void)
 	cleanup(path);
 }
 
+struct walk {
+	uint64_t seqs[16];
+	size_t n;
+	size_t stop_after;
+};
+
+static int walk_version(void *user_data, const uint8_t record_id[16], const uint8_t author[32],
+			uint64_t seq, uint32_t epoch, const uint8_t *blob, size_t len)
+{
+	struct walk *w = user_data;
+
+	(void)record_id, (void)author, (void)epoch, (void)blob, (void)len;
+	if (w->n < 16)
+		w->seqs[w->n++] = seq;
+	return w->n == w->stop_after ? 1 : PKS_OK;
+}
+
+static int walk_vector(void *user_data, const uint8_t author[32], uint64_t seq)
+{
+	struct walk *w = user_data;
+
+	if (w->n < 16)
+		w->seqs[w->n++] = author[0] * 1000 + seq;
+	return PKS_OK;
+}
+
+static int walk_blob(void *user_data, const uint8_t *blob, size_t len)
+{
+	struct walk *w = user_data;
+
+	if (w->n < 16)
+		w->seqs[w->n++] = len ? blob[0] : 0;
+	return PKS_OK;
+}
+
+static int walk_text(void *user_data, const char *text)
+{
+	struct walk *w = user_data;
+
+	if (w->n < 16)
+		w->seqs[w->n++] = strlen(text);
+	return PKS_OK;
+}
+
+static void test_sync_queries(void)
+{
+	char path[256];
+	struct store *s = NULL;
+	uint8_t id[16] = {1}, a[32] = {2}, b[32] = {5}, blob[8] = {3};
+	uint8_t op_id1[32] = {1}, op_id2[32] = {2};
+	struct walk w;
+	uint64_t deleted = 0;
+
+	CHECK(tmp_db(path, sizeof(path)) != NULL);
+	CHECK_OK(store_open(path, NULL, &s));
+	for (uint64_t q = 1; q <= 5; q++)
+		CHECK_OK(store_version_put(s, id, a, q, 1, blob, sizeof(blob)));
+	CHECK_OK(store_version_put(s, id, b, 1, 1, blob, sizeof(blob)));
+
+	memset(&w, 0, sizeof(w));
+	CHECK_OK(store_versions_after(s, a, 2, walk_version, &w));
+	CHECK_EQ(w.n, 3);
+	CHECK_EQ(w.seqs[0], 3);
+	CHECK_EQ(w.seqs[2], 5);
+	memset(&w, 0, sizeof(w));
+	w.stop_after = 2;
+	CHECK_EQ(store_versions_after(s, a, 0, walk_version, &w), 1);
+	CHECK_EQ(w.n, 2);
+
+	memset(&w, 0, sizeof(w));
+	CHECK_OK(store_version_vector(s, walk_vector, &w));
+	CHECK_EQ(w.n, 2);
+	CHECK_EQ(w.seqs[0], 2005);
+	CHECK_EQ(w.seqs[1], 5001);
+
+	CHECK_OK(store_versions_delete_above(s, a, 3, &deleted));
+	CHECK_EQ(deleted, 2);
+	memset(&w, 0, sizeof(w));
+	CHECK_OK(store_version_vector(s, walk_vector, &w));
+	CHECK_EQ(w.seqs[0], 2003);
+
+	/* Membership ops replay in insertion order; a known id is not stored twice. */
+	CHECK_OK(store_memb_put(s, op_id2, (const uint8_t *)"\x09", 1));
+	CHECK_OK(store_memb_put(s, op_id1, (const uint8_t *)"\x07", 1));
+	CHECK_OK(store_memb_put(s, op_id2, (const uint8_t *)"\x08", 1));
+	memset(&w, 0, sizeof(w));
+	CHECK_OK(store_memb_foreach(s, walk_blob, &w));
+	CHECK_EQ(w.n, 2);
+	CHECK_EQ(w.seqs[0], 9);
+	CHECK_EQ(w.seqs[1], 7);
+
+	CHECK_OK(store_peer_put(s, "127.0.0.1:7393", 1));
+	CHECK_OK(store_peer_put(s, "127.0.0.1:7393", 2));
+	CHECK_OK(store_peer_put(s, "[::1]:7", 3));
+	memset(&w, 0, sizeof(w));
+	CHECK_OK(store_peers_foreach(s, walk_text, &w));
+	CHECK_EQ(w.n, 2);
+	CHECK_EQ(w.seqs[0], 14);
+	CHECK_EQ(w.seqs[1], 7);
+	store_free(s);
+	cleanup(path);
+}
+
 CHECK_MAIN({"/store/meta-and-versions", test_meta_and_versions},
+	   {"/store/sync-queries", test_sync_queries},
 	   {"/store/transaction-rollback", test_transaction_rollback},
 	   {"/store/newer-schema-refused", test_newer_schema_refused},
 	   {"/store/file-mode", test_file_mode})
