@@ -592,3 +592,1040 @@ out:
 	free(m);
 	return r;
 }
+
+/* ---- the session ---- */
+
+/* Messages waiting for the transport: control messages plus at most one batch being built. */
+#define SYNC_QUEUE_MAX 4096
+/* What the peer is known to hold: its announced authors plus ours. */
+#define SYNC_KNOWN_MAX (2 * SYNC_AUTHORS_MAX)
+
+struct sync_outmsg {
+	struct sync_outmsg *next;
+	uint8_t *data;
+	size_t len;
+	uint64_t batch; /* a VERSIONS batch number, else 0 */
+	uint64_t ack;   /* an ACK's batch number, else 0 */
+};
+
+/* One author of an outgoing transfer: its versions after cursor are still to send. */
+struct sync_xfer_entry {
+	uint8_t author[SYNC_ID_LEN];
+	uint64_t cursor;
+};
+
+struct sync_session {
+	const struct sync_replica_ops *ops;
+	void *replica;
+	uint8_t peer[SYNC_ID_LEN];
+	struct sync_session_cb cb;
+	void *cb_user;
+	enum sync_phase phase;
+	struct sync_stats stats;
+
+	bool started;
+	bool in_call;        /* inside a public entry: re-entry is deferred or refused */
+	int reentry_error;   /* a refused re-entrant receive fails the outer call */
+	bool change_pending; /* local_change arrived during a call */
+	bool blocked;        /* the transport said BUSY: wait for drained() */
+
+	/* Phase 1. */
+	bool hello_received, memb_end_sent, memb_end_received, memb_dirty;
+	size_t n_peer_heads;
+	uint8_t peer_heads[SYNC_HEADS_MAX][SYNC_ID_LEN];
+	uint8_t local_heads[SYNC_HEADS_MAX][SYNC_ID_LEN];
+
+	/* Phase 2: the peer's vector raised by what was sent to it or received from it. */
+	bool state_received;
+	size_t n_known;
+	struct sync_vector_entry *known;
+
+	/* The outgoing transfer in progress (initial, reconciliation or live). */
+	bool xfer_active, xfer_end;
+	size_t n_xfer, xfer_pos;
+	struct sync_xfer_entry *xfer;
+	bool initial_done; /* the initial transfer's end batch is queued */
+	bool live_pending; /* versions changed locally: push once no transfer runs */
+	uint64_t out_batch, out_sent, out_acked;
+	uint64_t in_batch, acks_sent;
+
+	/* Phase 3, per round (the initial one, then each reconciliation). */
+	bool own_end_queued, peer_end_expected, peer_end;
+	bool done_sent, done_received;
+	uint8_t done_digest[SYNC_DIGEST_LEN], peer_done_digest[SYNC_DIGEST_LEN];
+	bool reconciling, summary_received;
+	size_t n_own_summary, n_peer_summary;
+	struct sync_summary_entry *own_summary, *peer_summary;
+
+	/* Outgoing queue. */
+	struct sync_outmsg *head, *tail;
+	size_t queued;
+
+	/* Blobs being gathered into one VERSIONS batch or MEMB_OPS message. */
+	struct pks_buf gather;
+	size_t n_gathered;
+	size_t gathered_off[SYNC_BLOBS_MAX];
+	size_t gathered_len[SYNC_BLOBS_MAX];
+	bool gather_full;
+	uint64_t gather_added;
+	uint64_t ops_emitted;
+	int emit_error;
+
+	/* Scratch space too large for the stack. */
+	struct sync_msg *scratch, *in;
+	struct sync_vector *vec_before, *vec_after;
+};
+
+static void sync_gather_reset(struct sync_session *s)
+{
+	pks_buf_free(&s->gather);
+	pks_buf_init(&s->gather, SYNC_BATCH_BYTES);
+	s->n_gathered = 0;
+	s->gather_full = false;
+	s->gather_added = 0;
+	s->emit_error = PKS_OK;
+}
+
+/* Whether one more blob of len bytes fits the message being gathered. */
+static bool sync_gather_fits(const struct sync_session *s, size_t len)
+{
+	return s->n_gathered < SYNC_BLOBS_MAX && len <= SYNC_BATCH_BYTES - s->gather.len;
+}
+
+static int sync_gather_add(struct sync_session *s, const uint8_t *data, size_t len)
+{
+	int r = pks_buf_append(&s->gather, data, len);
+
+	if (r != PKS_OK)
+		return r;
+	s->gathered_off[s->n_gathered] = s->gather.len - len;
+	s->gathered_len[s->n_gathered] = len;
+	s->n_gathered++;
+	return PKS_OK;
+}
+
+static int sync_enqueue(struct sync_session *s, uint8_t *data, size_t len, uint64_t batch,
+			uint64_t ack)
+{
+	struct sync_outmsg *m;
+
+	if (s->queued >= SYNC_QUEUE_MAX) {
+		free(data);
+		return PKS_ERR_TOO_LARGE;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		free(data);
+		return PKS_ERR_NOMEM;
+	}
+	*m = (struct sync_outmsg){NULL, data, len, batch, ack};
+	if (s->tail != NULL)
+		s->tail->next = m;
+	else
+		s->head = m;
+	s->tail = m;
+	s->queued++;
+	return PKS_OK;
+}
+
+/* Encodes s->scratch and queues it. */
+static int sync_queue_scratch(struct sync_session *s, uint64_t batch, uint64_t ack)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int r = sync_msg_encode(s->scratch, &data, &len);
+
+	if (r != PKS_OK)
+		return r;
+	return sync_enqueue(s, data, len, batch, ack);
+}
+
+/* Queues the gathered blobs as one MEMB_OPS or VERSIONS message, then resets the gathering. */
+static int sync_queue_gathered(struct sync_session *s, enum sync_msg_type type, uint64_t batch,
+			       bool end)
+{
+	struct sync_msg *m = s->scratch;
+	int r;
+
+	m->type = type;
+	m->batch = batch;
+	m->end = end;
+	m->n_blobs = s->n_gathered;
+	for (size_t i = 0; i < s->n_gathered; i++)
+		m->blobs[i] =
+		    (struct sync_blob){s->gather.data + s->gathered_off[i], s->gathered_len[i]};
+	r = sync_queue_scratch(s, batch, 0);
+	m->n_blobs = 0;
+	sync_gather_reset(s);
+	return r;
+}
+
+static int sync_emit_op(void *ctx, const uint8_t *data, size_t len)
+{
+	struct sync_session *s = ctx;
+	int r;
+
+	if (data == NULL || len == 0 || len > SYNC_BLOB_MAX) {
+		s->emit_error = PKS_ERR_TOO_LARGE;
+		return s->emit_error;
+	}
+	if (!sync_gather_fits(s, len)) {
+		uint64_t emitted = s->ops_emitted;
+		r = sync_queue_gathered(s, SYNC_MSG_MEMB_OPS, 0, false);
+		s->ops_emitted = emitted;
+		if (r != PKS_OK) {
+			s->emit_error = r;
+			return r;
+		}
+	}
+	r = sync_gather_add(s, data, len);
+	if (r != PKS_OK) {
+		s->emit_error = r;
+		return r;
+	}
+	s->ops_emitted++;
+	return PKS_OK;
+}
+
+static int sync_emit_version(void *ctx, const uint8_t *data, size_t len)
+{
+	struct sync_session *s = ctx;
+	int r;
+
+	if (data == NULL || len == 0 || len > SYNC_BLOB_MAX) {
+		s->emit_error = PKS_ERR_TOO_LARGE;
+		return s->emit_error;
+	}
+	if (s->gather_full || !sync_gather_fits(s, len)) {
+		s->gather_full = true;
+		return 1;
+	}
+	r = sync_gather_add(s, data, len);
+	if (r != PKS_OK) {
+		s->emit_error = r;
+		return r;
+	}
+	s->gather_added++;
+	return PKS_OK;
+}
+
+/* Index of author in the sorted known vector, or where it would go. */
+static size_t sync_known_find(const struct sync_session *s, const uint8_t author[SYNC_ID_LEN],
+			      bool *found)
+{
+	size_t lo = 0, hi = s->n_known;
+
+	*found = false;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = memcmp(s->known[mid].author, author, SYNC_ID_LEN);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static uint64_t sync_known_get(const struct sync_session *s, const uint8_t author[SYNC_ID_LEN])
+{
+	bool found;
+	size_t i = sync_known_find(s, author, &found);
+
+	return found ? s->known[i].seq : 0;
+}
+
+/*
+ * Records that the peer holds the author's versions up to seq. When the
+ * table is full the fact is dropped, which only costs a resend.
+ */
+static void sync_known_raise(struct sync_session *s, const uint8_t author[SYNC_ID_LEN],
+			     uint64_t seq)
+{
+	bool found;
+	size_t i = sync_known_find(s, author, &found);
+
+	if (found) {
+		if (seq > s->known[i].seq)
+			s->known[i].seq = seq;
+		return;
+	}
+	if (seq == 0 || s->n_known == SYNC_KNOWN_MAX)
+		return;
+	memmove(&s->known[i + 1], &s->known[i], (s->n_known - i) * sizeof(s->known[0]));
+	memcpy(s->known[i].author, author, SYNC_ID_LEN);
+	s->known[i].seq = seq;
+	s->n_known++;
+}
+
+static int sync_local_vector(struct sync_session *s, struct sync_vector *v)
+{
+	int r = s->ops->vector(s->replica, v);
+
+	if (r == PKS_OK && v->n > SYNC_AUTHORS_MAX)
+		r = PKS_ERR_INTERNAL;
+	return r;
+}
+
+/* Starts a transfer of every local version the peer is not known to hold. */
+static int sync_xfer_start_known(struct sync_session *s, bool end)
+{
+	struct sync_vector *v = s->vec_before;
+	int r = sync_local_vector(s, v);
+
+	if (r != PKS_OK)
+		return r;
+	s->n_xfer = 0;
+	for (size_t i = 0; i < v->n; i++) {
+		uint64_t known = sync_known_get(s, v->e[i].author);
+		if (v->e[i].seq <= known)
+			continue;
+		memcpy(s->xfer[s->n_xfer].author, v->e[i].author, SYNC_ID_LEN);
+		s->xfer[s->n_xfer].cursor = known;
+		s->n_xfer++;
+	}
+	s->xfer_pos = 0;
+	s->xfer_end = end;
+	s->xfer_active = s->n_xfer > 0 || end;
+	return PKS_OK;
+}
+
+/*
+ * Gathers the next VERSIONS batch of the transfer, author after author,
+ * and queues it; *queued says whether there was anything to send.
+ * Versions of one author are contiguous, so the cursor advances by the
+ * number of versions taken.
+ */
+static int sync_xfer_next_batch(struct sync_session *s, bool *queued)
+{
+	bool last;
+	int r = PKS_OK;
+
+	*queued = false;
+	sync_gather_reset(s);
+	while (s->xfer_pos < s->n_xfer && !s->gather_full) {
+		struct sync_xfer_entry *e = &s->xfer[s->xfer_pos];
+		s->gather_added = 0;
+		r = s->ops->versions_after(s->replica, e->author, e->cursor, sync_emit_version, s);
+		if (r == PKS_OK && s->emit_error != PKS_OK)
+			r = s->emit_error;
+		if (r != PKS_OK)
+			goto out;
+		e->cursor += s->gather_added;
+		sync_known_raise(s, e->author, e->cursor);
+		if (!s->gather_full)
+			s->xfer_pos++;
+	}
+	last = s->xfer_pos == s->n_xfer;
+	if (last)
+		s->xfer_active = false;
+	if (s->n_gathered == 0 && !(last && s->xfer_end))
+		goto out;
+	s->stats.versions_out += s->n_gathered;
+	r = sync_queue_gathered(s, SYNC_MSG_VERSIONS, ++s->out_batch, last && s->xfer_end);
+	if (r != PKS_OK)
+		goto out;
+	*queued = true;
+	if (last && s->xfer_end) {
+		s->own_end_queued = true;
+		s->initial_done = true;
+	}
+out:
+	sync_gather_reset(s);
+	return r;
+}
+
+static int sync_read_local_heads(struct sync_session *s, size_t *n)
+{
+	*n = s->ops->memb_heads(s->replica, s->local_heads, SYNC_HEADS_MAX);
+	return *n > SYNC_HEADS_MAX ? PKS_ERR_INTERNAL : PKS_OK;
+}
+
+/* Takes the local heads as what the peer holds. */
+static int sync_peer_heads_from_local(struct sync_session *s)
+{
+	size_t n;
+	int r = sync_read_local_heads(s, &n);
+
+	if (r == PKS_OK) {
+		memcpy(s->peer_heads, s->local_heads, n * SYNC_ID_LEN);
+		s->n_peer_heads = n;
+	}
+	return r;
+}
+
+/*
+ * Queues the ops the peer lacks given the heads it is known to hold, as
+ * MEMB_OPS messages; with end the last one has end = true even if empty.
+ */
+static int sync_send_memb_missing(struct sync_session *s, bool end, uint64_t *count)
+{
+	int r;
+
+	sync_gather_reset(s);
+	s->ops_emitted = 0;
+	r = s->ops->memb_missing(s->replica, (const uint8_t(*)[SYNC_ID_LEN])s->peer_heads,
+				 s->n_peer_heads, sync_emit_op, s);
+	if (r == PKS_OK && s->emit_error != PKS_OK)
+		r = s->emit_error;
+	if (r == PKS_OK && (end || s->n_gathered > 0))
+		r = sync_queue_gathered(s, SYNC_MSG_MEMB_OPS, 0, end);
+	if (r == PKS_OK) {
+		s->stats.ops_out += s->ops_emitted;
+		*count = s->ops_emitted;
+	}
+	sync_gather_reset(s);
+	return r;
+}
+
+/* Live membership push: what the peer lacks, after which it holds our heads. */
+static int sync_push_memb(struct sync_session *s)
+{
+	uint64_t count = 0;
+	int r = sync_send_memb_missing(s, false, &count);
+
+	if (r == PKS_OK && count > 0)
+		r = sync_peer_heads_from_local(s);
+	return r;
+}
+
+static int sync_send_state(struct sync_session *s)
+{
+	struct sync_msg *m = s->scratch;
+	uint64_t records = 0;
+	int r = sync_local_vector(s, s->vec_before);
+
+	if (r != PKS_OK)
+		return r;
+	m->type = SYNC_MSG_STATE;
+	m->vector.n = 0;
+	for (size_t i = 0; i < s->vec_before->n; i++) {
+		if (s->vec_before->e[i].seq == 0)
+			continue;
+		m->vector.e[m->vector.n++] = s->vec_before->e[i];
+		records = records + s->vec_before->e[i].seq < records
+			      ? UINT64_MAX
+			      : records + s->vec_before->e[i].seq;
+	}
+	/* records is informational: the number of versions held. */
+	m->records = records;
+	s->ops->digest(s->replica, m->digest);
+	r = sync_queue_scratch(s, 0, 0);
+	m->vector.n = 0;
+	return r;
+}
+
+static int sync_membership_settled(struct sync_session *s)
+{
+	int r;
+
+	if (!s->memb_end_sent || !s->memb_end_received || s->phase != SYNC_PHASE_MEMBERSHIP)
+		return PKS_OK;
+	if (!s->ops->peer_allowed(s->replica, s->peer))
+		return PKS_ERR_REJECTED;
+	s->phase = SYNC_PHASE_STATE;
+	r = sync_send_state(s);
+	if (r != PKS_OK)
+		return r;
+	/*
+	 * Both sides now hold the union, unless ops were made here meanwhile:
+	 * then push from the heads the peer announced.
+	 */
+	if (s->memb_dirty) {
+		s->memb_dirty = false;
+		return sync_push_memb(s);
+	}
+	return sync_peer_heads_from_local(s);
+}
+
+static int sync_send_summary(struct sync_session *s)
+{
+	struct sync_msg *m = s->scratch;
+	int r = sync_local_vector(s, s->vec_before);
+
+	if (r != PKS_OK)
+		return r;
+	s->n_own_summary = 0;
+	for (size_t i = 0; i < s->vec_before->n; i++) {
+		struct sync_summary_entry *e = &s->own_summary[s->n_own_summary];
+		memcpy(e->author, s->vec_before->e[i].author, SYNC_ID_LEN);
+		r = s->ops->author_summary(s->replica, e->author, &e->seq, e->hash);
+		if (r != PKS_OK)
+			return r;
+		if (e->seq > 0)
+			s->n_own_summary++;
+	}
+	m->type = SYNC_MSG_SUMMARY;
+	m->n_summary = s->n_own_summary;
+	memcpy(m->summary, s->own_summary, s->n_own_summary * sizeof(m->summary[0]));
+	m->end = true;
+	r = sync_queue_scratch(s, 0, 0);
+	m->n_summary = 0;
+	return r;
+}
+
+static int sync_start_reconciliation(struct sync_session *s)
+{
+	s->stats.reconciliations++;
+	s->reconciling = true;
+	s->phase = SYNC_PHASE_STATE;
+	s->done_sent = s->done_received = false;
+	s->own_end_queued = s->peer_end = s->peer_end_expected = false;
+	s->summary_received = false;
+	s->n_peer_summary = 0;
+	return sync_send_summary(s);
+}
+
+/* Both DONEs are in: synced, reconcile, or give up. */
+static int sync_conclude(struct sync_session *s)
+{
+	bool equal = memcmp(s->done_digest, s->peer_done_digest, SYNC_DIGEST_LEN) == 0;
+
+	if (!equal && s->stats.reconciliations < SYNC_RECONCILE_MAX)
+		return sync_start_reconciliation(s);
+	s->phase = SYNC_PHASE_LIVE;
+	s->reconciling = false;
+	if (s->cb.on_synced != NULL)
+		s->cb.on_synced(s->cb_user, equal, s->peer_done_digest);
+	return PKS_OK;
+}
+
+/* Sends DONE once this round's transfers are over both ways. */
+static int sync_maybe_done(struct sync_session *s, bool *queued)
+{
+	struct sync_msg *m = s->scratch;
+	int r;
+
+	*queued = false;
+	if (s->phase != SYNC_PHASE_STATE || !s->state_received || !s->own_end_queued ||
+	    s->xfer_active || s->out_acked != s->out_batch || !s->peer_end || s->done_sent)
+		return PKS_OK;
+	s->ops->digest(s->replica, s->done_digest);
+	m->type = SYNC_MSG_DONE;
+	memcpy(m->digest, s->done_digest, SYNC_DIGEST_LEN);
+	r = sync_queue_scratch(s, 0, 0);
+	if (r != PKS_OK)
+		return r;
+	*queued = true;
+	s->done_sent = true;
+	s->phase = SYNC_PHASE_DONE;
+	if (s->done_received)
+		r = sync_conclude(s);
+	return r;
+}
+
+/* Produces the next message that is not a direct answer; *queued says whether it did. */
+static int sync_progress(struct sync_session *s, bool *queued)
+{
+	int r;
+
+	*queued = false;
+	if (!s->xfer_active && s->live_pending && s->initial_done) {
+		s->live_pending = false;
+		r = sync_xfer_start_known(s, false);
+		if (r != PKS_OK)
+			return r;
+	}
+	while (s->xfer_active && s->out_batch - s->out_acked < SYNC_WINDOW) {
+		r = sync_xfer_next_batch(s, queued);
+		if (r != PKS_OK || *queued)
+			return r;
+	}
+	return sync_maybe_done(s, queued);
+}
+
+/* Hands queued messages to the transport and makes more while it takes them. */
+static int sync_pump(struct sync_session *s)
+{
+	int r = PKS_OK;
+	bool queued = true;
+
+	while (queued) {
+		while (s->head != NULL && !s->blocked) {
+			struct sync_outmsg *m = s->head;
+			r = s->cb.send(s->cb_user, m->data, m->len);
+			if (r == PKS_ERR_BUSY) {
+				s->blocked = true;
+				break;
+			}
+			if (r != PKS_OK)
+				return r;
+			s->stats.msgs_out++;
+			s->stats.bytes_out += m->len;
+			if (m->batch != 0)
+				s->out_sent = m->batch;
+			if (m->ack != 0)
+				s->acks_sent = m->ack;
+			s->head = m->next;
+			if (s->head == NULL)
+				s->tail = NULL;
+			s->queued--;
+			free(m->data);
+			free(m);
+		}
+		if (s->head != NULL || s->blocked)
+			return PKS_OK;
+		r = sync_progress(s, &queued);
+		if (r != PKS_OK)
+			return r;
+	}
+	return PKS_OK;
+}
+
+/* ---- receiving ---- */
+
+static int sync_on_hello(struct sync_session *s, const struct sync_msg *m)
+{
+	uint64_t count = 0;
+	int r;
+
+	if (s->phase != SYNC_PHASE_MEMBERSHIP || s->hello_received)
+		return PKS_ERR_STATE;
+	if (m->version != SYNC_PROTOCOL_VERSION)
+		return PKS_ERR_UNSUPPORTED;
+	s->hello_received = true;
+	memcpy(s->peer_heads, m->heads, m->n_heads * SYNC_ID_LEN);
+	s->n_peer_heads = m->n_heads;
+	r = sync_send_memb_missing(s, true, &count);
+	if (r != PKS_OK)
+		return r;
+	s->memb_end_sent = true;
+	return sync_membership_settled(s);
+}
+
+static bool sync_heads_equal(const struct sync_session *s, size_t n)
+{
+	if (n != s->n_peer_heads)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		bool found = false;
+		for (size_t k = 0; k < n && !found; k++)
+			found = memcmp(s->local_heads[i], s->peer_heads[k], SYNC_ID_LEN) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static int sync_on_memb_ops(struct sync_session *s, const struct sync_msg *m)
+{
+	bool in_step = false;
+	size_t n_heads;
+	int r;
+
+	if (s->phase == SYNC_PHASE_MEMBERSHIP) {
+		if (!s->hello_received || s->memb_end_received)
+			return PKS_ERR_STATE;
+	} else if (s->phase == SYNC_PHASE_FAILED || m->end) {
+		return PKS_ERR_STATE;
+	} else {
+		/* Live: when the peer held exactly our heads, it still does after this. */
+		r = sync_read_local_heads(s, &n_heads);
+		if (r != PKS_OK)
+			return r;
+		in_step = sync_heads_equal(s, n_heads);
+	}
+	r = s->ops->memb_apply(s->replica, m->blobs, m->n_blobs);
+	if (r != PKS_OK)
+		return r;
+	s->stats.ops_in += m->n_blobs;
+	if (m->n_blobs > 0 && s->cb.on_applied != NULL)
+		s->cb.on_applied(s->cb_user, 0, m->n_blobs);
+	if (s->phase != SYNC_PHASE_MEMBERSHIP) {
+		if (!s->ops->peer_allowed(s->replica, s->peer))
+			return PKS_ERR_REJECTED;
+		return in_step ? sync_peer_heads_from_local(s) : PKS_OK;
+	}
+	if (m->end) {
+		s->memb_end_received = true;
+		r = sync_membership_settled(s);
+	}
+	return r;
+}
+
+static int sync_on_state(struct sync_session *s, const struct sync_msg *m)
+{
+	if (s->phase != SYNC_PHASE_STATE || s->state_received)
+		return PKS_ERR_STATE;
+	s->state_received = true;
+	s->peer_end_expected = true;
+	s->n_known = 0;
+	for (size_t i = 0; i < m->vector.n; i++)
+		sync_known_raise(s, m->vector.e[i].author, m->vector.e[i].seq);
+	return sync_xfer_start_known(s, true);
+}
+
+/* Raises the known vector by the authors whose contiguous seq a received batch advanced. */
+static void sync_known_raise_applied(struct sync_session *s)
+{
+	const struct sync_vector *b = s->vec_before, *a = s->vec_after;
+	size_t i = 0;
+
+	for (size_t k = 0; k < a->n; k++) {
+		int c = 1;
+		while (i < b->n && (c = memcmp(b->e[i].author, a->e[k].author, SYNC_ID_LEN)) < 0)
+			i++;
+		if (i < b->n && c == 0 && b->e[i].seq >= a->e[k].seq)
+			continue;
+		sync_known_raise(s, a->e[k].author, a->e[k].seq);
+	}
+}
+
+static int sync_on_versions(struct sync_session *s, const struct sync_msg *m)
+{
+	struct sync_msg *ack = s->scratch;
+	int r;
+
+	if (!s->state_received || s->phase == SYNC_PHASE_FAILED)
+		return PKS_ERR_STATE;
+	if (m->batch != s->in_batch + 1 || m->batch - s->acks_sent > SYNC_WINDOW)
+		return PKS_ERR_STATE;
+	if (m->end && !s->peer_end_expected)
+		return PKS_ERR_STATE;
+	r = sync_local_vector(s, s->vec_before);
+	if (r != PKS_OK)
+		return r;
+	r = s->ops->versions_apply(s->replica, m->blobs, m->n_blobs);
+	if (r != PKS_OK)
+		return r;
+	r = sync_local_vector(s, s->vec_after);
+	if (r != PKS_OK)
+		return r;
+	sync_known_raise_applied(s);
+	s->in_batch = m->batch;
+	s->stats.versions_in += m->n_blobs;
+	if (m->n_blobs > 0 && s->cb.on_applied != NULL)
+		s->cb.on_applied(s->cb_user, m->n_blobs, 0);
+	ack->type = SYNC_MSG_ACK;
+	ack->batch = m->batch;
+	r = sync_queue_scratch(s, 0, m->batch);
+	if (r != PKS_OK)
+		return r;
+	if (m->end) {
+		s->peer_end = true;
+		s->peer_end_expected = false;
+	}
+	return PKS_OK;
+}
+
+static int sync_on_ack(struct sync_session *s, const struct sync_msg *m)
+{
+	if (m->batch != s->out_acked + 1 || m->batch > s->out_sent)
+		return PKS_ERR_STATE;
+	s->out_acked = m->batch;
+	return PKS_OK;
+}
+
+static int sync_on_done(struct sync_session *s, const struct sync_msg *m)
+{
+	if ((s->phase != SYNC_PHASE_STATE && s->phase != SYNC_PHASE_DONE) || !s->state_received ||
+	    s->done_received || (s->reconciling && !s->summary_received))
+		return PKS_ERR_STATE;
+	s->done_received = true;
+	memcpy(s->peer_done_digest, m->digest, SYNC_DIGEST_LEN);
+	return s->done_sent ? sync_conclude(s) : PKS_OK;
+}
+
+/* Every author whose (seq, chain hash) differs between the two summaries and that we hold. */
+static int sync_start_reconcile_transfer(struct sync_session *s)
+{
+	size_t i = 0, k = 0;
+
+	s->n_xfer = 0;
+	while (i < s->n_own_summary) {
+		const struct sync_summary_entry *own = &s->own_summary[i];
+		int c = k < s->n_peer_summary
+			    ? memcmp(s->peer_summary[k].author, own->author, SYNC_ID_LEN)
+			    : 1;
+		if (c < 0) {
+			k++;
+			continue;
+		}
+		if (c > 0 || own->seq != s->peer_summary[k].seq ||
+		    memcmp(own->hash, s->peer_summary[k].hash, SYNC_DIGEST_LEN) != 0) {
+			memcpy(s->xfer[s->n_xfer].author, own->author, SYNC_ID_LEN);
+			s->xfer[s->n_xfer].cursor = 0;
+			s->n_xfer++;
+		}
+		if (c == 0)
+			k++;
+		i++;
+	}
+	/* A live transfer in progress gives way; what it did not send is pushed later. */
+	if (s->xfer_active && !s->xfer_end)
+		s->live_pending = true;
+	s->xfer_pos = 0;
+	s->xfer_end = true;
+	s->xfer_active = true;
+	return PKS_OK;
+}
+
+static int sync_on_summary(struct sync_session *s, const struct sync_msg *m)
+{
+	if (!s->reconciling || s->summary_received)
+		return PKS_ERR_STATE;
+	if (m->n_summary > SYNC_AUTHORS_MAX - s->n_peer_summary)
+		return PKS_ERR_TOO_LARGE;
+	if (m->n_summary > 0 && s->n_peer_summary > 0 &&
+	    memcmp(s->peer_summary[s->n_peer_summary - 1].author, m->summary[0].author,
+		   SYNC_ID_LEN) >= 0)
+		return PKS_ERR_MALFORMED;
+	memcpy(&s->peer_summary[s->n_peer_summary], m->summary,
+	       m->n_summary * sizeof(m->summary[0]));
+	s->n_peer_summary += m->n_summary;
+	if (!m->end)
+		return PKS_OK;
+	s->summary_received = true;
+	s->peer_end_expected = true;
+	return sync_start_reconcile_transfer(s);
+}
+
+static int sync_dispatch(struct sync_session *s, const struct sync_msg *m)
+{
+	switch (m->type) {
+	case SYNC_MSG_HELLO:
+		return sync_on_hello(s, m);
+	case SYNC_MSG_MEMB_OPS:
+		return sync_on_memb_ops(s, m);
+	case SYNC_MSG_STATE:
+		return sync_on_state(s, m);
+	case SYNC_MSG_VERSIONS:
+		return sync_on_versions(s, m);
+	case SYNC_MSG_ACK:
+		return sync_on_ack(s, m);
+	case SYNC_MSG_DONE:
+		return sync_on_done(s, m);
+	case SYNC_MSG_SUMMARY:
+		return sync_on_summary(s, m);
+	}
+	return PKS_ERR_MALFORMED;
+}
+
+/* ---- local changes ---- */
+
+static int sync_apply_local_change(struct sync_session *s)
+{
+	int r;
+
+	if (s->phase == SYNC_PHASE_MEMBERSHIP) {
+		/* Versions will go with the initial transfer; ops after phase 1. */
+		s->memb_dirty = true;
+		return PKS_OK;
+	}
+	if (!s->ops->peer_allowed(s->replica, s->peer))
+		return PKS_ERR_REJECTED;
+	r = sync_push_memb(s);
+	if (r != PKS_OK)
+		return r;
+	if (s->state_received)
+		s->live_pending = true;
+	return PKS_OK;
+}
+
+/* ---- entry points ---- */
+
+static int sync_enter(struct sync_session *s)
+{
+	if (s == NULL)
+		return PKS_ERR_INVALID;
+	if (s->phase == SYNC_PHASE_FAILED)
+		return PKS_ERR_STATE;
+	s->in_call = true;
+	return PKS_OK;
+}
+
+/* Runs deferred local changes, sends what can go, and fails the session on error. */
+static int sync_leave(struct sync_session *s, int r)
+{
+	if (r == PKS_OK && s->reentry_error != PKS_OK)
+		r = s->reentry_error;
+	/* Bounded: each round only handles changes reported during the previous one. */
+	for (int i = 0; r == PKS_OK && s->change_pending && i < 16; i++) {
+		s->change_pending = false;
+		r = sync_apply_local_change(s);
+		if (r == PKS_OK)
+			r = sync_pump(s);
+	}
+	if (r == PKS_OK && s->reentry_error != PKS_OK)
+		r = s->reentry_error;
+	if (r != PKS_OK)
+		s->phase = SYNC_PHASE_FAILED;
+	s->in_call = false;
+	return r;
+}
+
+int sync_session_new(const struct sync_replica_ops *ops, void *replica,
+		     const uint8_t peer_device[SYNC_ID_LEN], const struct sync_session_cb *cb,
+		     void *cb_user, struct sync_session **out)
+{
+	struct sync_session *s = NULL;
+	int r = PKS_ERR_INVALID;
+
+	if (ops == NULL || peer_device == NULL || cb == NULL || cb->send == NULL || out == NULL ||
+	    ops->memb_heads == NULL || ops->memb_digest == NULL || ops->memb_missing == NULL ||
+	    ops->memb_apply == NULL || ops->peer_allowed == NULL || ops->vector == NULL ||
+	    ops->versions_after == NULL || ops->versions_apply == NULL || ops->digest == NULL ||
+	    ops->author_summary == NULL)
+		goto out;
+	r = PKS_ERR_NOMEM;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto out;
+	s->known = calloc(SYNC_KNOWN_MAX, sizeof(*s->known));
+	s->xfer = calloc(SYNC_AUTHORS_MAX, sizeof(*s->xfer));
+	s->own_summary = calloc(SYNC_AUTHORS_MAX, sizeof(*s->own_summary));
+	s->peer_summary = calloc(SYNC_AUTHORS_MAX, sizeof(*s->peer_summary));
+	s->scratch = calloc(1, sizeof(*s->scratch));
+	s->in = calloc(1, sizeof(*s->in));
+	s->vec_before = calloc(1, sizeof(*s->vec_before));
+	s->vec_after = calloc(1, sizeof(*s->vec_after));
+	pks_buf_init(&s->gather, SYNC_BATCH_BYTES);
+	if (s->known == NULL || s->xfer == NULL || s->own_summary == NULL ||
+	    s->peer_summary == NULL || s->scratch == NULL || s->in == NULL ||
+	    s->vec_before == NULL || s->vec_after == NULL)
+		goto out;
+	s->ops = ops;
+	s->replica = replica;
+	memcpy(s->peer, peer_device, SYNC_ID_LEN);
+	s->cb = *cb;
+	s->cb_user = cb_user;
+	s->phase = SYNC_PHASE_MEMBERSHIP;
+	*out = s;
+	s = NULL;
+	r = PKS_OK;
+out:
+	sync_session_free(s);
+	return r;
+}
+
+void sync_session_free(struct sync_session *s)
+{
+	if (s == NULL)
+		return;
+	while (s->head != NULL) {
+		struct sync_outmsg *m = s->head;
+		s->head = m->next;
+		free(m->data);
+		free(m);
+	}
+	pks_buf_free(&s->gather);
+	free(s->known);
+	free(s->xfer);
+	free(s->own_summary);
+	free(s->peer_summary);
+	free(s->scratch);
+	free(s->in);
+	free(s->vec_before);
+	free(s->vec_after);
+	free(s);
+}
+
+int sync_session_start(struct sync_session *s)
+{
+	struct sync_msg *m;
+	size_t n;
+	int r = sync_enter(s);
+
+	if (r != PKS_OK)
+		return r;
+	if (s->started) {
+		r = PKS_ERR_STATE;
+		goto out;
+	}
+	s->started = true;
+	m = s->scratch;
+	m->type = SYNC_MSG_HELLO;
+	m->version = SYNC_PROTOCOL_VERSION;
+	r = sync_read_local_heads(s, &n);
+	if (r != PKS_OK)
+		goto out;
+	memcpy(m->heads, s->local_heads, n * SYNC_ID_LEN);
+	m->n_heads = n;
+	s->ops->memb_digest(s->replica, m->digest);
+	r = sync_queue_scratch(s, 0, 0);
+	m->n_heads = 0;
+	if (r != PKS_OK)
+		goto out;
+	r = sync_pump(s);
+out:
+	return sync_leave(s, r);
+}
+
+int sync_session_receive(struct sync_session *s, const uint8_t *msg, size_t len)
+{
+	int r;
+
+	if (s != NULL && s->in_call) {
+		/* A transport delivering from inside a callback: refuse, and fail the outer call.
+		 */
+		s->reentry_error = PKS_ERR_STATE;
+		return PKS_ERR_STATE;
+	}
+	r = sync_enter(s);
+	if (r != PKS_OK)
+		return r;
+	s->stats.msgs_in++;
+	s->stats.bytes_in += len;
+	if (!s->started) {
+		r = PKS_ERR_STATE;
+		goto out;
+	}
+	r = sync_msg_decode(msg, len, s->in);
+	if (r != PKS_OK)
+		goto out;
+	r = sync_dispatch(s, s->in);
+	if (r != PKS_OK)
+		goto out;
+	r = sync_pump(s);
+out:
+	return sync_leave(s, r);
+}
+
+int sync_session_drained(struct sync_session *s)
+{
+	int r;
+
+	if (s != NULL && s->in_call) {
+		s->blocked = false;
+		return PKS_OK;
+	}
+	r = sync_enter(s);
+	if (r != PKS_OK)
+		return r;
+	s->blocked = false;
+	r = sync_pump(s);
+	return sync_leave(s, r);
+}
+
+int sync_session_local_change(struct sync_session *s)
+{
+	int r;
+
+	if (s != NULL && s->in_call) {
+		s->change_pending = true;
+		return PKS_OK;
+	}
+	r = sync_enter(s);
+	if (r != PKS_OK)
+		return r;
+	if (s->started)
+		r = sync_apply_local_change(s);
+	if (r == PKS_OK)
+		r = sync_pump(s);
+	return sync_leave(s, r);
+}
+
+enum sync_phase sync_session_phase(const struct sync_session *s)
+{
+	return s != NULL ? s->phase : SYNC_PHASE_FAILED;
+}
+
+void sync_session_stats(const struct sync_session *s, struct sync_stats *out)
+{
+	if (s != NULL && out != NULL)
+		*out = s->stats;
+}

@@ -4,6 +4,7 @@
  */
 #include "proto/sync.h"
 
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -540,6 +541,604 @@ static void test_codec_noncanonical(void)
 	free(m);
 }
 
+/* ---- the engine: two sessions back to back ---- */
+
+struct qmsg {
+	struct qmsg *next;
+	uint8_t *data;
+	size_t len;
+};
+
+struct net;
+
+struct ep {
+	struct net *net;
+	struct ep *peer;
+	struct trep *rep;
+	struct sync_session *s;
+	struct qmsg *in_head, *in_tail;
+	bool blocked;
+	int synced_calls;
+	bool equal;
+	uint8_t peer_digest[SYNC_DIGEST_LEN];
+	uint64_t applied_versions, applied_ops;
+	int recv_error;
+};
+
+struct net {
+	struct ep a, b;
+	uint64_t rng;
+	unsigned busy_percent;
+	uint64_t busy_count;
+};
+
+static uint32_t net_rand(struct net *n)
+{
+	/* xorshift64*: deterministic from the printed seed. */
+	n->rng ^= n->rng >> 12;
+	n->rng ^= n->rng << 25;
+	n->rng ^= n->rng >> 27;
+	return (uint32_t)((n->rng * UINT64_C(2685821657736338717)) >> 32);
+}
+
+static void ep_push(struct ep *to, const uint8_t *data, size_t len)
+{
+	struct qmsg *m = calloc(1, sizeof(*m));
+
+	if (m == NULL || (m->data = malloc(len ? len : 1)) == NULL)
+		abort();
+	memcpy(m->data, data, len);
+	m->len = len;
+	if (to->in_tail != NULL)
+		to->in_tail->next = m;
+	else
+		to->in_head = m;
+	to->in_tail = m;
+}
+
+static int ep_send(void *user, const uint8_t *msg, size_t len)
+{
+	struct ep *e = user;
+
+	if (e->net->busy_percent > 0 && net_rand(e->net) % 100 < e->net->busy_percent) {
+		e->blocked = true;
+		e->net->busy_count++;
+		return PKS_ERR_BUSY;
+	}
+	ep_push(e->peer, msg, len);
+	return PKS_OK;
+}
+
+static void ep_synced(void *user, bool equal, const uint8_t peer_digest[SYNC_DIGEST_LEN])
+{
+	struct ep *e = user;
+
+	e->synced_calls++;
+	e->equal = equal;
+	memcpy(e->peer_digest, peer_digest, SYNC_DIGEST_LEN);
+}
+
+static void ep_applied(void *user, size_t versions, size_t ops)
+{
+	struct ep *e = user;
+
+	e->applied_versions += versions;
+	e->applied_ops += ops;
+}
+
+static const struct sync_session_cb ep_cb = {ep_send, ep_synced, ep_applied};
+
+static struct net *net_new(uint64_t seed)
+{
+	struct net *n = calloc(1, sizeof(*n));
+	uint8_t id_a[SYNC_ID_LEN], id_b[SYNC_ID_LEN];
+
+	if (n == NULL)
+		abort();
+	n->rng = seed ? seed : 1;
+	n->a.net = n->b.net = n;
+	n->a.peer = &n->b;
+	n->b.peer = &n->a;
+	n->a.rep = trep_new();
+	n->b.rep = trep_new();
+	if (n->a.rep == NULL || n->b.rep == NULL)
+		abort();
+	fill_id(id_a, 0xa);
+	fill_id(id_b, 0xb);
+	CHECK_OK(sync_session_new(&trep_ops, n->a.rep, id_b, &ep_cb, &n->a, &n->a.s));
+	CHECK_OK(sync_session_new(&trep_ops, n->b.rep, id_a, &ep_cb, &n->b, &n->b.s));
+	return n;
+}
+
+static void ep_clear(struct ep *e)
+{
+	while (e->in_head != NULL) {
+		struct qmsg *m = e->in_head;
+		e->in_head = m->next;
+		free(m->data);
+		free(m);
+	}
+	e->in_tail = NULL;
+}
+
+static void net_free(struct net *n)
+{
+	ep_clear(&n->a);
+	ep_clear(&n->b);
+	sync_session_free(n->a.s);
+	sync_session_free(n->b.s);
+	trep_free(n->a.rep);
+	trep_free(n->b.rep);
+	free(n);
+}
+
+/* Delivers one queued message to e; returns whether there was one. */
+static bool ep_deliver_one(struct ep *e)
+{
+	struct qmsg *m = e->in_head;
+	int r;
+
+	if (m == NULL)
+		return false;
+	e->in_head = m->next;
+	if (e->in_head == NULL)
+		e->in_tail = NULL;
+	r = sync_session_receive(e->s, m->data, m->len);
+	if (r != PKS_OK && e->recv_error == PKS_OK)
+		e->recv_error = r;
+	free(m->data);
+	free(m);
+	return true;
+}
+
+/* Runs both ends until nothing moves; returns the number of steps taken. */
+static uint64_t net_run(struct net *n)
+{
+	uint64_t steps = 0;
+	bool moved = true;
+
+	while (moved && steps < 10000000) {
+		moved = false;
+		for (int i = 0; i < 2; i++) {
+			struct ep *e = i == 0 ? &n->a : &n->b;
+			if (ep_deliver_one(e))
+				moved = true;
+			if (e->blocked) {
+				e->blocked = false;
+				(void)sync_session_drained(e->s);
+				moved = true;
+			}
+		}
+		steps++;
+	}
+	return steps;
+}
+
+static uint64_t net_start(struct net *n)
+{
+	CHECK_OK(sync_session_start(n->a.s));
+	CHECK_OK(sync_session_start(n->b.s));
+	return net_run(n);
+}
+
+static void check_converged(struct net *n)
+{
+	uint8_t da[SYNC_DIGEST_LEN], db[SYNC_DIGEST_LEN];
+
+	trep_digest(n->a.rep, da);
+	trep_digest(n->b.rep, db);
+	CHECK_MEM_EQ(da, db, SYNC_DIGEST_LEN);
+	CHECK_EQ(n->a.recv_error, PKS_OK);
+	CHECK_EQ(n->b.recv_error, PKS_OK);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(sync_session_phase(n->b.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(n->a.synced_calls, 1);
+	CHECK_EQ(n->b.synced_calls, 1);
+	CHECK(n->a.equal);
+	CHECK(n->b.equal);
+	/* Each side was told the other's digest, which is its own. */
+	CHECK_MEM_EQ(n->a.peer_digest, db, SYNC_DIGEST_LEN);
+}
+
+static void add_versions(struct trep *t, uint32_t author, size_t count, size_t payload,
+			 uint32_t tag)
+{
+	uint8_t id[SYNC_ID_LEN];
+
+	fill_id(id, author);
+	for (size_t i = 0; i < count; i++)
+		if (!trep_add_version(t, id, payload, tag))
+			abort();
+}
+
+static void test_engine_empty(void)
+{
+	struct net *n = net_new(1);
+	struct sync_stats st;
+
+	net_start(n);
+	check_converged(n);
+	sync_session_stats(n->a.s, &st);
+	/* HELLO, MEMB_OPS, STATE, VERSIONS (empty end), ACK, DONE. */
+	CHECK_EQ(st.msgs_out, 6);
+	CHECK_EQ(st.msgs_in, 6);
+	CHECK_EQ(st.versions_out, 0);
+	CHECK_EQ(st.reconciliations, 0);
+	CHECK(st.bytes_out < 200);
+	printf("# empty: %" PRIu64 " messages, %" PRIu64 " bytes each way\n", st.msgs_out,
+	       st.bytes_out);
+	net_free(n);
+}
+
+static void test_engine_bulk(void)
+{
+	struct net *n = net_new(2);
+	struct sync_stats sa, sb;
+	uint64_t blob_bytes = 0, total;
+	double overhead;
+
+	/* 10,000 versions of 4 authors, about the size of a sealed passkey record. */
+	for (uint32_t a = 0; a < 4; a++)
+		add_versions(n->a.rep, 100 + a, 2500, 360, a);
+	for (size_t a = 0; a < n->a.rep->n_authors; a++)
+		for (size_t i = 0; i < n->a.rep->authors[a].n; i++)
+			blob_bytes += n->a.rep->authors[a].lens[i];
+	net_start(n);
+	check_converged(n);
+	CHECK_EQ(n->b.rep->applied, 10000);
+	CHECK_EQ(n->b.rep->skipped, 0);
+	CHECK_EQ(n->b.applied_versions, 10000);
+	sync_session_stats(n->a.s, &sa);
+	sync_session_stats(n->b.s, &sb);
+	CHECK_EQ(sa.versions_out, 10000);
+	CHECK_EQ(sb.versions_in, 10000);
+	CHECK_EQ(sb.versions_out, 0);
+	CHECK_EQ(sa.bytes_out, sb.bytes_in);
+	CHECK_EQ(sa.msgs_out, sb.msgs_in);
+	total = sa.bytes_out + sb.bytes_out;
+	overhead = (double)(total - blob_bytes) / (double)blob_bytes;
+	printf("# 10,000 versions: %" PRIu64 " blob bytes, %" PRIu64 " + %" PRIu64
+	       " message bytes, %" PRIu64 " + %" PRIu64 " messages, overhead %.3f%%\n",
+	       blob_bytes, sa.bytes_out, sb.bytes_out, sa.msgs_out, sb.msgs_out, overhead * 100);
+	CHECK(overhead < 0.02);
+	/* Batches near SYNC_BATCH_BYTES: about blob_bytes / 60000 of them. */
+	CHECK(sa.msgs_out < 4 + blob_bytes / (SYNC_BATCH_BYTES - SYNC_BLOB_MAX) + 2);
+	net_free(n);
+}
+
+static void test_engine_disjoint(void)
+{
+	struct net *n = net_new(3);
+	uint8_t id[SYNC_ID_LEN];
+	struct trep_author *ta, *tb;
+
+	add_versions(n->a.rep, 1, 50, 100, 1);
+	add_versions(n->a.rep, 2, 7, 2000, 2);
+	add_versions(n->b.rep, 3, 40, 100, 3);
+	add_versions(n->b.rep, 4, 1, 30000, 4);
+	/* One author both hold, B further ahead: the same blobs, since they are derived. */
+	add_versions(n->a.rep, 5, 10, 50, 5);
+	add_versions(n->b.rep, 5, 15, 50, 5);
+	net_start(n);
+	check_converged(n);
+	CHECK_EQ(n->a.rep->n_authors, 5);
+	CHECK_EQ(n->b.rep->n_authors, 5);
+	fill_id(id, 5);
+	ta = trep_author(n->a.rep, id, false);
+	tb = trep_author(n->b.rep, id, false);
+	CHECK(ta != NULL && tb != NULL && ta->n == 15 && tb->n == 15);
+	/* Only the missing five of author 5 crossed. */
+	CHECK_EQ(n->a.rep->applied, 40 + 1 + 5);
+	CHECK_EQ(n->b.rep->applied, 50 + 7);
+	CHECK_EQ(n->a.rep->skipped + n->b.rep->skipped, 0);
+	net_free(n);
+}
+
+static void test_engine_equal(void)
+{
+	struct net *n = net_new(4);
+	struct sync_stats st;
+
+	add_versions(n->a.rep, 1, 1000, 300, 1);
+	add_versions(n->b.rep, 1, 1000, 300, 1);
+	add_versions(n->a.rep, 2, 10, 300, 2);
+	add_versions(n->b.rep, 2, 10, 300, 2);
+	net_start(n);
+	check_converged(n);
+	for (int i = 0; i < 2; i++) {
+		sync_session_stats(i ? n->b.s : n->a.s, &st);
+		CHECK_EQ(st.msgs_out, 6);
+		CHECK_EQ(st.versions_out, 0);
+		CHECK(st.bytes_out < 400);
+	}
+	printf("# equal sets of 1010 versions: %" PRIu64 " messages, %" PRIu64 " bytes each way\n",
+	       st.msgs_out, st.bytes_out);
+	net_free(n);
+}
+
+static void test_engine_busy(void)
+{
+	uint64_t seed = 0x5eed0001;
+
+	for (int round = 0; round < 3; round++, seed++) {
+		struct net *n = net_new(seed);
+		int failed_before = check_failed_current;
+
+		n->busy_percent = 30 + 20 * round;
+		add_versions(n->a.rep, 1, 1500, 500, 1);
+		add_versions(n->b.rep, 2, 1500, 500, 2);
+		add_versions(n->b.rep, 1, 200, 500, 1);
+		net_start(n);
+		check_converged(n);
+		CHECK(n->busy_count > 10);
+		printf("# busy %u%%: %" PRIu64 " refusals\n", n->busy_percent, n->busy_count);
+		CHECK_EQ(n->a.rep->skipped + n->b.rep->skipped, 0);
+		if (check_failed_current && !failed_before)
+			printf("# seed %#" PRIx64 "\n", seed);
+		net_free(n);
+	}
+}
+
+static void test_engine_live(void)
+{
+	struct net *n = net_new(5);
+	struct sync_stats sa, sb, sa2, sb2;
+	uint8_t id[SYNC_ID_LEN];
+	static const uint8_t op[] = "add device c";
+
+	add_versions(n->a.rep, 1, 20, 100, 1);
+	add_versions(n->b.rep, 2, 20, 100, 2);
+	net_start(n);
+	check_converged(n);
+	sync_session_stats(n->a.s, &sa);
+	sync_session_stats(n->b.s, &sb);
+
+	/* A makes a version and a membership op: both reach B, nothing comes back but ACKs. */
+	add_versions(n->a.rep, 1, 1, 100, 1);
+	CHECK(trep_add_op(n->a.rep, op, sizeof(op)));
+	CHECK_OK(sync_session_local_change(n->a.s));
+	net_run(n);
+	sync_session_stats(n->a.s, &sa2);
+	sync_session_stats(n->b.s, &sb2);
+	fill_id(id, 1);
+	CHECK_EQ(trep_author(n->b.rep, id, false)->n, 21);
+	CHECK_EQ(n->b.rep->n_ops, 1);
+	CHECK_EQ(sa2.versions_out - sa.versions_out, 1);
+	CHECK_EQ(sa2.ops_out - sa.ops_out, 1);
+	CHECK_EQ(sb2.msgs_out - sb.msgs_out, 1); /* one ACK */
+	CHECK_EQ(sb2.versions_out, sb.versions_out);
+	CHECK_EQ(n->b.applied_versions, 20 + 1);
+	CHECK_EQ(n->b.applied_ops, 1);
+
+	/* B got versions of A's author from A: a change on B with nothing new sends nothing. */
+	CHECK_OK(sync_session_local_change(n->b.s));
+	net_run(n);
+	sync_session_stats(n->b.s, &sb);
+	CHECK_EQ(sb.msgs_out, sb2.msgs_out);
+
+	/* And B's own new version goes to A. */
+	add_versions(n->b.rep, 2, 3, 100, 2);
+	CHECK_OK(sync_session_local_change(n->b.s));
+	net_run(n);
+	fill_id(id, 2);
+	CHECK_EQ(trep_author(n->a.rep, id, false)->n, 23);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(sync_session_phase(n->b.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(n->a.recv_error + n->b.recv_error, 0);
+	CHECK_EQ(n->a.synced_calls, 1);
+	net_free(n);
+}
+
+/* A local change while the initial transfer runs waits for it, then is pushed. */
+static void test_engine_live_during_transfer(void)
+{
+	struct net *n = net_new(6);
+	uint8_t id[SYNC_ID_LEN];
+
+	add_versions(n->a.rep, 1, 3000, 200, 1);
+	CHECK_OK(sync_session_start(n->a.s));
+	CHECK_OK(sync_session_start(n->b.s));
+	for (int i = 0; i < 8; i++) {
+		ep_deliver_one(&n->a);
+		ep_deliver_one(&n->b);
+	}
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_STATE);
+	add_versions(n->a.rep, 7, 2, 200, 7);
+	CHECK_OK(sync_session_local_change(n->a.s));
+	net_run(n);
+	fill_id(id, 7);
+	CHECK(trep_author(n->b.rep, id, false) != NULL);
+	CHECK_EQ(n->b.rep->applied, 3002);
+	CHECK_EQ(n->b.rep->skipped, 0);
+	check_converged(n);
+	net_free(n);
+}
+
+static void test_engine_membership(void)
+{
+	static const uint8_t genesis[] = "genesis", add_a[] = "add a", add_b[] = "add b";
+	struct net *n = net_new(7);
+	uint8_t da[SYNC_DIGEST_LEN], db[SYNC_DIGEST_LEN];
+
+	CHECK(trep_add_op(n->a.rep, genesis, sizeof(genesis)));
+	CHECK(trep_add_op(n->b.rep, genesis, sizeof(genesis)));
+	CHECK(trep_add_op(n->a.rep, add_a, sizeof(add_a)));
+	CHECK(trep_add_op(n->b.rep, add_b, sizeof(add_b)));
+	net_start(n);
+	check_converged(n);
+	CHECK_EQ(n->a.rep->n_ops, 3);
+	CHECK_EQ(n->b.rep->n_ops, 3);
+	trep_memb_digest(n->a.rep, da);
+	trep_memb_digest(n->b.rep, db);
+	CHECK_MEM_EQ(da, db, SYNC_DIGEST_LEN);
+	CHECK_EQ(n->a.applied_ops, 1);
+	net_free(n);
+
+	/* The peer is no longer a member once membership settles: rejected. */
+	n = net_new(8);
+	n->a.rep->allowed = false;
+	net_start(n);
+	CHECK_EQ(n->a.recv_error, PKS_ERR_REJECTED);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_FAILED);
+	CHECK(sync_session_phase(n->b.s) != SYNC_PHASE_LIVE);
+	net_free(n);
+}
+
+/* Feeds e one message built from m; returns what receive said. */
+static int inject(struct ep *e, const struct sync_msg *m)
+{
+	uint8_t *enc = NULL;
+	size_t len = 0;
+	int r;
+
+	CHECK_OK(sync_msg_encode(m, &enc, &len));
+	r = sync_session_receive(e->s, enc, len);
+	free(enc);
+	return r;
+}
+
+static void test_engine_unexpected(void)
+{
+	struct sync_msg *m = msg_new(SYNC_MSG_HELLO);
+	struct net *n = net_new(9);
+	uint8_t junk[] = {0x82, 0x05};
+
+	/* A second HELLO after sync. */
+	net_start(n);
+	check_converged(n);
+	m->version = SYNC_PROTOCOL_VERSION;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_FAILED);
+	/* A failed session refuses everything. */
+	CHECK_EQ(sync_session_local_change(n->a.s), PKS_ERR_STATE);
+	CHECK_EQ(sync_session_drained(n->a.s), PKS_ERR_STATE);
+	/* An ACK for a batch never sent. */
+	m->type = SYNC_MSG_ACK;
+	m->batch = 99;
+	CHECK_EQ(inject(&n->b, m), PKS_ERR_STATE);
+	CHECK_EQ(sync_session_phase(n->b.s), SYNC_PHASE_FAILED);
+	net_free(n);
+
+	/* VERSIONS before STATE: during membership. */
+	n = net_new(10);
+	CHECK_OK(sync_session_start(n->a.s));
+	m->type = SYNC_MSG_VERSIONS;
+	m->batch = 1;
+	m->end = true;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_FAILED);
+	/* Garbage fails the session with the decoder's error. */
+	CHECK_OK(sync_session_start(n->b.s));
+	CHECK_EQ(sync_session_receive(n->b.s, junk, sizeof(junk)), PKS_ERR_TRUNCATED);
+	CHECK_EQ(sync_session_phase(n->b.s), SYNC_PHASE_FAILED);
+	net_free(n);
+
+	/* A message before start, a wrong version, DONE before STATE. */
+	n = net_new(11);
+	m->type = SYNC_MSG_HELLO;
+	m->version = SYNC_PROTOCOL_VERSION;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	CHECK_OK(sync_session_start(n->b.s));
+	m->version = 2;
+	CHECK_EQ(inject(&n->b, m), PKS_ERR_UNSUPPORTED);
+	net_free(n);
+	n = net_new(12);
+	CHECK_OK(sync_session_start(n->a.s));
+	m->type = SYNC_MSG_DONE;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	net_free(n);
+
+	/* An end batch in the live phase; a batch number skipped. */
+	for (int c = 0; c < 2; c++) {
+		n = net_new(13);
+		net_start(n);
+		check_converged(n);
+		m->type = SYNC_MSG_VERSIONS;
+		m->batch = c == 0 ? 2 : 3;
+		m->end = c == 0;
+		CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+		net_free(n);
+	}
+	free(m);
+}
+
+/* B announces one more version of author 1 than it holds: the digests expose it. */
+static void test_engine_reconcile_lie(void)
+{
+	struct net *n = net_new(14);
+	struct sync_stats sa, sb;
+	uint8_t id[SYNC_ID_LEN];
+
+	add_versions(n->a.rep, 1, 30, 100, 1);
+	add_versions(n->b.rep, 1, 29, 100, 1);
+	add_versions(n->a.rep, 2, 5, 100, 2);
+	add_versions(n->b.rep, 2, 5, 100, 2);
+	fill_id(n->b.rep->lie_author, 1);
+	n->b.rep->lie_seq = 1;
+	net_start(n);
+	sync_session_stats(n->a.s, &sa);
+	sync_session_stats(n->b.s, &sb);
+	CHECK_EQ(sa.reconciliations, 1);
+	CHECK_EQ(sb.reconciliations, 1);
+	fill_id(id, 1);
+	CHECK_EQ(trep_author(n->b.rep, id, false)->n, 30);
+	/* Only author 1 was resent, in full, by both. */
+	CHECK_EQ(sa.versions_out, 30);
+	CHECK_EQ(sb.versions_out, 29);
+	CHECK_EQ(n->b.rep->applied, 1);
+	check_converged(n);
+	net_free(n);
+}
+
+/* Two different versions under the same (author, seq): no reconciliation can fix it. */
+static void test_engine_reconcile_diverged(void)
+{
+	struct net *n = net_new(15);
+	struct sync_stats sa, sb;
+	uint8_t da[SYNC_DIGEST_LEN], db[SYNC_DIGEST_LEN];
+	uint64_t steps;
+
+	add_versions(n->a.rep, 1, 10, 100, 1);
+	add_versions(n->b.rep, 1, 9, 100, 1);
+	add_versions(n->b.rep, 1, 1, 100, 99);
+	/* Quiet after a bounded exchange: three rounds of a few messages. */
+	steps = net_start(n);
+	CHECK(steps < 100);
+	sync_session_stats(n->a.s, &sa);
+	sync_session_stats(n->b.s, &sb);
+	CHECK_EQ(sa.reconciliations, SYNC_RECONCILE_MAX);
+	CHECK_EQ(sb.reconciliations, SYNC_RECONCILE_MAX);
+	CHECK_EQ(n->a.synced_calls, 1);
+	CHECK_EQ(n->b.synced_calls, 1);
+	CHECK(!n->a.equal);
+	CHECK(!n->b.equal);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(sync_session_phase(n->b.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(n->a.recv_error + n->b.recv_error, 0);
+	trep_digest(n->a.rep, da);
+	trep_digest(n->b.rep, db);
+	CHECK(memcmp(da, db, SYNC_DIGEST_LEN) != 0);
+	CHECK_MEM_EQ(n->a.peer_digest, db, SYNC_DIGEST_LEN);
+	/* Each reconciliation resent author 1 in full both ways. */
+	CHECK_EQ(sa.versions_out, 10 * SYNC_RECONCILE_MAX);
+	CHECK_EQ(sb.versions_out, 10 * SYNC_RECONCILE_MAX);
+	/* The session stays up: a live change still flows. */
+	add_versions(n->a.rep, 3, 1, 10, 3);
+	CHECK_OK(sync_session_local_change(n->a.s));
+	net_run(n);
+	CHECK_EQ(n->b.rep->n_authors, 2);
+	net_free(n);
+}
+
 CHECK_MAIN({"/sync/codec-round-trip", test_codec_round_trip},
 	   {"/sync/codec-limits", test_codec_limits},
-	   {"/sync/codec-noncanonical", test_codec_noncanonical})
+	   {"/sync/codec-noncanonical", test_codec_noncanonical},
+	   {"/sync/engine-empty", test_engine_empty}, {"/sync/engine-bulk", test_engine_bulk},
+	   {"/sync/engine-disjoint", test_engine_disjoint},
+	   {"/sync/engine-equal", test_engine_equal}, {"/sync/engine-busy", test_engine_busy},
+	   {"/sync/engine-live", test_engine_live},
+	   {"/sync/engine-live-during-transfer", test_engine_live_during_transfer},
+	   {"/sync/engine-membership", test_engine_membership},
+	   {"/sync/engine-unexpected", test_engine_unexpected},
+	   {"/sync/engine-reconcile-lie", test_engine_reconcile_lie},
+	   {"/sync/engine-reconcile-diverged", test_engine_reconcile_diverged})
