@@ -332,6 +332,23 @@ static inline int trep_author_summary(void *replica, const uint8_t author[SYNC_I
 	return PKS_OK;
 }
 
+/* The fixed content of the fuzz harness's replica, which the seed transcripts assume. */
+static inline bool trep_fill_fuzz(struct trep *t)
+{
+	static const uint8_t genesis[] = "genesis";
+	uint8_t id[SYNC_ID_LEN] = {0};
+
+	if (!trep_add_op(t, genesis, sizeof(genesis)))
+		return false;
+	for (uint8_t a = 1; a <= 3; a++) {
+		id[0] = a;
+		for (uint32_t i = 0; i < 5; i++)
+			if (!trep_add_version(t, id, 40u * a, a))
+				return false;
+	}
+	return true;
+}
+
 static const struct sync_replica_ops trep_ops = {
     .memb_heads = trep_memb_heads,
     .memb_digest = trep_memb_digest,

@@ -563,6 +563,7 @@ struct ep {
 	uint8_t peer_digest[SYNC_DIGEST_LEN];
 	uint64_t applied_versions, applied_ops;
 	int recv_error;
+	struct raw *record; /* when set, what this end receives, each with a 2-byte length */
 };
 
 struct net {
@@ -589,6 +590,11 @@ static void ep_push(struct ep *to, const uint8_t *data, size_t len)
 		abort();
 	memcpy(m->data, data, len);
 	m->len = len;
+	if (to->record != NULL) {
+		uint8_t prefix[2] = {(uint8_t)(len >> 8), (uint8_t)len};
+		raw_put(to->record, prefix, sizeof(prefix));
+		raw_put(to->record, data, len);
+	}
 	if (to->in_tail != NULL)
 		to->in_tail->next = m;
 	else
@@ -1130,6 +1136,215 @@ static void test_engine_reconcile_diverged(void)
 	net_free(n);
 }
 
+/* ---- the fuzz corpus ---- */
+
+struct corpus_file {
+	char name[64];
+	struct raw bytes;
+};
+
+static void corpus_add(struct corpus_file *files, size_t *n, const char *name, const uint8_t *p,
+		       size_t len)
+{
+	snprintf(files[*n].name, sizeof(files[*n].name), "%s", name);
+	files[*n].bytes = (struct raw){0};
+	raw_put(&files[*n].bytes, p, len);
+	(*n)++;
+}
+
+static void corpus_add_msg(struct corpus_file *files, size_t *n, const char *name,
+			   const struct sync_msg *m)
+{
+	uint8_t *enc = NULL;
+	size_t len = 0;
+
+	CHECK_OK(sync_msg_encode(m, &enc, &len));
+	corpus_add(files, n, name, enc, len);
+	free(enc);
+}
+
+/*
+ * Records what a session over the fuzz replica receives from a peer built by
+ * setup, through sync and (with live) one live change on the peer.
+ */
+static void corpus_transcript(struct corpus_file *files, size_t *n, const char *name, int variant)
+{
+	struct net *net = net_new(100 + (uint64_t)variant);
+	struct raw rec = {0};
+	uint8_t id[SYNC_ID_LEN] = {0};
+	static const uint8_t add_b[] = "add b";
+
+	CHECK(trep_fill_fuzz(net->a.rep));
+	net->a.record = &rec;
+	switch (variant) {
+	case 0: /* B is ahead on one author, holds another and one op A lacks */
+		CHECK(trep_fill_fuzz(net->b.rep));
+		CHECK(trep_add_op(net->b.rep, add_b, sizeof(add_b)));
+		id[0] = 1;
+		CHECK(trep_add_version(net->b.rep, id, 40, 1));
+		id[0] = 9;
+		for (int i = 0; i < 3; i++)
+			CHECK(trep_add_version(net->b.rep, id, 100, 9));
+		break;
+	case 1: /* B lies about author 2: one reconciliation */
+		CHECK(trep_fill_fuzz(net->b.rep));
+		net->b.rep->authors[1].n--;
+		free(net->b.rep->authors[1].blobs[net->b.rep->authors[1].n]);
+		id[0] = 2;
+		memcpy(net->b.rep->lie_author, id, SYNC_ID_LEN);
+		net->b.rep->lie_seq = 1;
+		break;
+	case 2: /* B holds other blobs under A's author 1: reconciliations to the limit */
+		id[0] = 1;
+		for (int i = 0; i < 5; i++)
+			CHECK(trep_add_version(net->b.rep, id, 40, 77));
+		break;
+	default: /* empty B */
+		break;
+	}
+	net_start(net);
+	if (variant == 0) {
+		id[0] = 9;
+		CHECK(trep_add_version(net->b.rep, id, 100, 9));
+		CHECK_OK(sync_session_local_change(net->b.s));
+		net_run(net);
+	}
+	CHECK_EQ(sync_session_phase(net->a.s), SYNC_PHASE_LIVE);
+	CHECK_EQ(net->a.recv_error, PKS_OK);
+	corpus_add(files, n, name, rec.p, rec.len);
+	raw_free(&rec);
+	net_free(net);
+}
+
+/* Replays a transcript the way fuzz-sync.c does and returns the final phase. */
+static enum sync_phase corpus_replay(const struct raw *w)
+{
+	static const uint8_t peer[SYNC_ID_LEN] = {0xb};
+	struct net *net = net_new(1);
+	struct sync_session *s = NULL;
+	struct trep *rep = trep_new();
+	enum sync_phase phase;
+	size_t off = 0;
+
+	CHECK(trep_fill_fuzz(rep));
+	CHECK_OK(sync_session_new(&trep_ops, rep, peer, &ep_cb, &net->a, &s));
+	CHECK_OK(sync_session_start(s));
+	while (w->len - off >= 2) {
+		size_t len = (size_t)w->p[off] << 8 | w->p[off + 1];
+		off += 2;
+		if (sync_session_receive(s, w->p + off, len) != PKS_OK)
+			break;
+		off += len;
+	}
+	phase = sync_session_phase(s);
+	sync_session_free(s);
+	trep_free(rep);
+	net_free(net);
+	return phase;
+}
+
+/*
+ * Builds the seed corpus of tests/fuzz/corpus/sync: transcripts that drive
+ * a session through every phase, valid messages of every type, broken ones.
+ * With PKSYNC_SYNC_CORPUS=<dir> it also writes them there.
+ */
+static void test_fuzz_corpus(void)
+{
+	static const uint8_t blob[] = {1, 2, 3, 4};
+	static const uint8_t indefinite[] = {0x9f, 0x05, 0x01, 0xff};
+	static const uint8_t long_int[] = {0x82, 0x18, 0x05, 0x01};
+	static const uint8_t trailing[] = {0x82, 0x05, 0x01, 0x00};
+	static const uint8_t deep[] = {0x83, 0x02, 0x81, 0x81, 0x81, 0x81, 0x81, 0x40, 0xf5};
+	struct corpus_file *files = calloc(32, sizeof(*files));
+	struct sync_msg *m = msg_new(SYNC_MSG_HELLO);
+	const char *dir = getenv("PKSYNC_SYNC_CORPUS");
+	size_t n = 0;
+	uint8_t *enc = NULL;
+	size_t enc_len = 0;
+
+	if (files == NULL)
+		abort();
+	corpus_transcript(files, &n, "session-sync-live", 0);
+	corpus_transcript(files, &n, "session-reconcile", 1);
+	corpus_transcript(files, &n, "session-diverged", 2);
+	corpus_transcript(files, &n, "session-empty-peer", 3);
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(corpus_replay(&files[i].bytes), SYNC_PHASE_LIVE);
+
+	m->version = SYNC_PROTOCOL_VERSION;
+	m->n_heads = 2;
+	fill_id(m->heads[0], 1);
+	fill_id(m->heads[1], 2);
+	corpus_add_msg(files, &n, "msg-hello", m);
+	m->type = SYNC_MSG_MEMB_OPS;
+	m->n_blobs = 1;
+	m->blobs[0] = (struct sync_blob){blob, sizeof(blob)};
+	m->end = true;
+	corpus_add_msg(files, &n, "msg-memb-ops", m);
+	m->type = SYNC_MSG_VERSIONS;
+	m->batch = 1;
+	corpus_add_msg(files, &n, "msg-versions", m);
+	m->type = SYNC_MSG_STATE;
+	m->vector.n = 2;
+	fill_id(m->vector.e[0].author, 1);
+	fill_id(m->vector.e[1].author, 2);
+	m->vector.e[0].seq = 5;
+	m->vector.e[1].seq = 300;
+	m->records = 305;
+	corpus_add_msg(files, &n, "msg-state", m);
+	m->type = SYNC_MSG_ACK;
+	corpus_add_msg(files, &n, "msg-ack", m);
+	m->type = SYNC_MSG_DONE;
+	corpus_add_msg(files, &n, "msg-done", m);
+	m->type = SYNC_MSG_SUMMARY;
+	m->n_summary = 1;
+	fill_id(m->summary[0].author, 3);
+	m->summary[0].seq = 2;
+	corpus_add_msg(files, &n, "msg-summary", m);
+	/* Broken: truncated, indefinite, long-form, trailing, unsorted, nested. */
+	CHECK_OK(sync_msg_encode(m, &enc, &enc_len));
+	corpus_add(files, &n, "bad-summary-truncated", enc, enc_len - 1);
+	free(enc);
+	corpus_add(files, &n, "bad-indefinite", indefinite, sizeof(indefinite));
+	corpus_add(files, &n, "bad-long-int", long_int, sizeof(long_int));
+	corpus_add(files, &n, "bad-trailing", trailing, sizeof(trailing));
+	corpus_add(files, &n, "bad-nested", deep, sizeof(deep));
+	{
+		struct raw w = {0};
+		uint8_t id[SYNC_ID_LEN], digest[SYNC_DIGEST_LEN] = {0};
+		raw_array(&w, 4);
+		raw_uint(&w, SYNC_MSG_STATE);
+		raw_array(&w, 2);
+		for (uint32_t i = 0; i < 2; i++) {
+			raw_array(&w, 2);
+			fill_id(id, 2 - i);
+			raw_bytes(&w, id, sizeof(id));
+			raw_uint(&w, 1);
+		}
+		raw_bytes(&w, digest, sizeof(digest));
+		raw_uint(&w, 2);
+		corpus_add(files, &n, "bad-state-unsorted", w.p, w.len);
+		raw_free(&w);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (dir != NULL) {
+			char path[512];
+			FILE *f;
+			snprintf(path, sizeof(path), "%s/%s", dir, files[i].name);
+			f = fopen(path, "wb");
+			CHECK(f != NULL);
+			if (f != NULL) {
+				CHECK_EQ(fwrite(files[i].bytes.p, 1, files[i].bytes.len, f),
+					 files[i].bytes.len);
+				fclose(f);
+			}
+		}
+		raw_free(&files[i].bytes);
+	}
+	free(files);
+	free(m);
+}
+
 CHECK_MAIN({"/sync/codec-round-trip", test_codec_round_trip},
 	   {"/sync/codec-limits", test_codec_limits},
 	   {"/sync/codec-noncanonical", test_codec_noncanonical},
@@ -1141,4 +1356,5 @@ CHECK_MAIN({"/sync/codec-round-trip", test_codec_round_trip},
 	   {"/sync/engine-membership", test_engine_membership},
 	   {"/sync/engine-unexpected", test_engine_unexpected},
 	   {"/sync/engine-reconcile-lie", test_engine_reconcile_lie},
-	   {"/sync/engine-reconcile-diverged", test_engine_reconcile_diverged})
+	   {"/sync/engine-reconcile-diverged", test_engine_reconcile_diverged},
+	   {"/sync/fuzz-corpus", test_fuzz_corpus})
