@@ -563,6 +563,9 @@ struct ep {
 	uint8_t peer_digest[SYNC_DIGEST_LEN];
 	uint64_t applied_versions, applied_ops;
 	int recv_error;
+	bool change_on_apply; /* on_applied adds a version and reports it from inside */
+	bool receive_on_send; /* send() calls receive from inside */
+	int reentry_result;
 	struct raw *record; /* when set, what this end receives, each with a 2-byte length */
 };
 
@@ -605,7 +608,12 @@ static void ep_push(struct ep *to, const uint8_t *data, size_t len)
 static int ep_send(void *user, const uint8_t *msg, size_t len)
 {
 	struct ep *e = user;
+	static const uint8_t ack[] = {0x82, 0x05, 0x01};
 
+	if (e->receive_on_send) {
+		e->receive_on_send = false;
+		e->reentry_result = sync_session_receive(e->s, ack, sizeof(ack));
+	}
 	if (e->net->busy_percent > 0 && net_rand(e->net) % 100 < e->net->busy_percent) {
 		e->blocked = true;
 		e->net->busy_count++;
@@ -630,6 +638,14 @@ static void ep_applied(void *user, size_t versions, size_t ops)
 
 	e->applied_versions += versions;
 	e->applied_ops += ops;
+	if (e->change_on_apply) {
+		uint8_t id[SYNC_ID_LEN];
+		e->change_on_apply = false;
+		fill_id(id, 0xcafe);
+		if (!trep_add_version(e->rep, id, 10, 1))
+			abort();
+		e->reentry_result = sync_session_local_change(e->s);
+	}
 }
 
 static const struct sync_session_cb ep_cb = {ep_send, ep_synced, ep_applied};
@@ -1136,6 +1152,63 @@ static void test_engine_reconcile_diverged(void)
 	net_free(n);
 }
 
+/* Calls from inside callbacks: a local change is deferred and done, a receive is refused. */
+static void test_engine_reentry(void)
+{
+	struct net *n = net_new(16);
+	uint8_t id[SYNC_ID_LEN];
+
+	add_versions(n->a.rep, 1, 5, 10, 1);
+	n->b.change_on_apply = true;
+	net_start(n);
+	CHECK_EQ(n->b.reentry_result, PKS_OK);
+	fill_id(id, 0xcafe);
+	CHECK(trep_author(n->a.rep, id, false) != NULL);
+	check_converged(n);
+	net_free(n);
+
+	n = net_new(17);
+	CHECK_OK(sync_session_start(n->a.s));
+	n->a.receive_on_send = true;
+	add_versions(n->a.rep, 1, 1, 10, 1);
+	CHECK_EQ(sync_session_start(n->b.s), PKS_OK);
+	ep_deliver_one(&n->a);
+	CHECK_EQ(n->a.reentry_result, PKS_ERR_STATE);
+	CHECK_EQ(n->a.recv_error, PKS_ERR_STATE);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_FAILED);
+	net_free(n);
+}
+
+/* A peer that runs past SYNC_WINDOW unacknowledged batches is refused. */
+static void test_engine_window(void)
+{
+	struct sync_msg *m = msg_new(SYNC_MSG_HELLO);
+	struct net *n = net_new(18);
+
+	CHECK_OK(sync_session_start(n->a.s));
+	m->version = SYNC_PROTOCOL_VERSION;
+	CHECK_OK(inject(&n->a, m));
+	m->type = SYNC_MSG_MEMB_OPS;
+	m->end = true;
+	CHECK_OK(inject(&n->a, m));
+	m->type = SYNC_MSG_STATE;
+	CHECK_OK(inject(&n->a, m));
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_STATE);
+	/* A's ACKs cannot leave: the peer has no right to more than the window. */
+	n->busy_percent = 100;
+	m->type = SYNC_MSG_VERSIONS;
+	m->end = false;
+	for (uint64_t b = 1; b <= SYNC_WINDOW; b++) {
+		m->batch = b;
+		CHECK_OK(inject(&n->a, m));
+	}
+	m->batch = SYNC_WINDOW + 1;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	CHECK_EQ(sync_session_phase(n->a.s), SYNC_PHASE_FAILED);
+	net_free(n);
+	free(m);
+}
+
 /* ---- the fuzz corpus ---- */
 
 struct corpus_file {
@@ -1357,4 +1430,5 @@ CHECK_MAIN({"/sync/codec-round-trip", test_codec_round_trip},
 	   {"/sync/engine-unexpected", test_engine_unexpected},
 	   {"/sync/engine-reconcile-lie", test_engine_reconcile_lie},
 	   {"/sync/engine-reconcile-diverged", test_engine_reconcile_diverged},
-	   {"/sync/fuzz-corpus", test_fuzz_corpus})
+	   {"/sync/engine-reentry", test_engine_reentry},
+	   {"/sync/engine-window", test_engine_window}, {"/sync/fuzz-corpus", test_fuzz_corpus})
