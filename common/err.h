@@ -29,7 +29,8 @@
 	X(PASSPHRASE, -20, "wrong passphrase")                                                     \
 	X(AMBIGUOUS, -21, "ambiguous identifier")                                                  \
 	X(NONCANONICAL, -22, "non-canonical encoding")                                             \
-	X(REJECTED, -23, "rejected by merge rules")
+	X(REJECTED, -23, "rejected by merge rules")                                                \
+	X(PENDING, -24, "waiting for missing parents")
 
 enum pks_err {
 	PKS_OK = 0,

@@ -137,7 +137,8 @@ void tcp_dialer_reset(struct tcp_dialer *d);
    out stays up (it belongs to the caller). */
 void tcp_dialer_stop(struct tcp_dialer *d);
 
-/* Stops; frees asynchronously. NULL is fine. */
+/* Stops; frees asynchronously. NULL is fine. d must not be used afterwards,
+   not even from the on_close of a connection it handed out. */
 void tcp_dialer_free(struct tcp_dialer *d);
 
 /* The address as given to tcp_dialer_new(). */
