@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,19 +42,26 @@ static void agent_log(void *user_data, enum pks_log_level level, const char *msg
 
 static void agent_usage(FILE *f)
 {
-	fprintf(f, "Usage: pksync-agent [--state-dir DIR] [--verbose]\n"
+	fprintf(f, "Usage: pksync-agent [--state-dir DIR] [--listen ADDR:PORT | --no-listen]\n"
+		   "                    [--peer ADDR:PORT]... [--no-mdns] [--no-ble] [--verbose]\n"
 		   "\n"
 		   "Runs the pksync agent in the foreground. It owns the vault in DIR\n"
 		   "(default $XDG_DATA_HOME/pksync) and serves the 'pksync' command on a\n"
 		   "control socket. Stop it with Ctrl-C or SIGTERM.\n"
 		   "\n"
 		   "  --state-dir DIR   where the vault lives (also PKSYNC_STATE_DIR)\n"
+		   "  --listen ADDR:PORT  accept other devices here (default [::]:7393,\n"
+		   "                    or 0.0.0.0:7393 without IPv6)\n"
+		   "  --no-listen       accept no connections (this device only dials)\n"
+		   "  --peer ADDR:PORT  dial this device of the vault (repeatable)\n"
+		   "  --no-mdns, --no-ble  accepted; LAN and Bluetooth discovery are not\n"
+		   "                    built yet, so they are off anyway\n"
 		   "  --verbose         log debug messages\n"
 		   "  --help            this text\n"
 		   "  --version         the version\n"
 		   "\n"
-		   "Networking options (--listen, --peer, --no-mdns, --no-ble, --uhid,\n"
-		   "--ctaphid-socket, --pinentry) arrive with device sync; see README.md.\n");
+		   "The browser authenticator options (--uhid, --ctaphid-socket,\n"
+		   "--pinentry) are not built yet; see README.md.\n");
 }
 
 /* No core dumps, not ptrace-able by other processes of the user, private files. */
@@ -101,16 +109,21 @@ static void agent_close_walk(uv_handle_t *handle, void *arg)
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"state-dir", required_argument, NULL, 'd'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+	    {"state-dir", required_argument, NULL, 'd'}, {"verbose", no_argument, NULL, 'v'},
+	    {"listen", required_argument, NULL, 'l'},    {"no-listen", no_argument, NULL, 'L'},
+	    {"peer", required_argument, NULL, 'p'},      {"no-mdns", no_argument, NULL, 'm'},
+	    {"no-ble", no_argument, NULL, 'b'},          {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
 	};
 	struct agent a;
 	struct vault_options vopt;
 	uv_signal_t sigint, sigterm;
 	const char *state_dir = NULL;
+	const char *listen = NULL;
+	const char *peers[NET_PEERS_MAX];
+	size_t n_peers = 0;
+	bool no_listen = false;
+	struct net_options nopt;
 	char err[512];
 	int lock_fd = -1;
 	int status = 1;
@@ -125,6 +138,23 @@ int main(int argc, char **argv)
 		case 'v':
 			agent_verbose = 1;
 			break;
+		case 'l':
+			listen = optarg;
+			break;
+		case 'L':
+			no_listen = true;
+			break;
+		case 'p':
+			if (n_peers == NET_PEERS_MAX) {
+				fprintf(stderr, "pksync-agent: at most %d --peer options.\n",
+					NET_PEERS_MAX);
+				return 2;
+			}
+			peers[n_peers++] = optarg;
+			break;
+		case 'm':
+		case 'b':
+			break;
 		case 'h':
 			agent_usage(stdout);
 			return 0;
@@ -135,6 +165,10 @@ int main(int argc, char **argv)
 			agent_usage(stderr);
 			return 2;
 		}
+	}
+	if (listen != NULL && no_listen) {
+		fprintf(stderr, "pksync-agent: --listen and --no-listen exclude each other.\n");
+		return 2;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "pksync-agent: unexpected argument '%s'\n", argv[optind]);
@@ -203,6 +237,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pksync-agent: cannot listen on %s.\n", a.paths.socket_path);
 		goto out;
 	}
+	memset(&nopt, 0, sizeof(nopt));
+	nopt.log = a.log;
+	nopt.peers = peers;
+	nopt.n_peers = n_peers;
+	nopt.listen = no_listen ? NULL : listen ? listen : "[::]:7393";
+	r = net_new(a.loop, a.vault, &nopt, &a.net);
+	if (r != PKS_OK && listen == NULL && !no_listen) {
+		/* The default: IPv4 only, then no listener (another agent may hold the port). */
+		nopt.listen = "0.0.0.0:7393";
+		r = net_new(a.loop, a.vault, &nopt, &a.net);
+		if (r != PKS_OK) {
+			pks_log(&a.log, PKS_LOG_WARN,
+				"cannot listen on port 7393; this device will only dial out");
+			nopt.listen = NULL;
+			r = net_new(a.loop, a.vault, &nopt, &a.net);
+		}
+	}
+	if (r != PKS_OK) {
+		fprintf(stderr, "pksync-agent: cannot %s: %s.\n",
+			nopt.listen ? "listen on the --listen address" : "use a --peer address",
+			pks_strerror(r));
+		goto out;
+	}
 	uv_signal_init(a.loop, &sigint);
 	uv_signal_init(a.loop, &sigterm);
 	sigint.data = &a;
@@ -219,6 +276,7 @@ int main(int argc, char **argv)
 	uv_run(a.loop, UV_RUN_DEFAULT);
 
 	control_server_close(a.control);
+	net_free(a.net);
 	unlink(a.paths.socket_path);
 	uv_walk(a.loop, agent_close_walk, NULL);
 	uv_run(a.loop, UV_RUN_DEFAULT);

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "agent/control.h"
+#include "agent/net.h"
 #include "agent/paths.h"
 #include "agent/vault.h"
 #include "common/log.h"
@@ -17,6 +18,7 @@ struct agent {
 	struct pks_logger log;
 	struct vault *vault;
 	struct control_server *control;
+	struct net *net;
 	/* Wrong passphrases: answers are delayed and new attempts refused meanwhile. */
 	unsigned int unlock_failures;
 	uint64_t unlock_blocked_until_ms;

@@ -13,6 +13,8 @@
 
 #include "agent/agent.h"
 #include "agent/export.h"
+#include "agent/net.h"
+#include "agent/pairing.h"
 #include "agent/passkey.h"
 #include "common/err.h"
 
@@ -98,6 +100,13 @@ static void commands_reply_err(struct control_request *req, int err, const char 
 		control_request_reply_error(req, msg);
 		return;
 	}
+}
+
+/* A local change: sync sessions push it. */
+static void commands_changed(struct agent *a)
+{
+	if (a->net != NULL)
+		net_local_change(a->net);
 }
 
 /* Refuses the request unless the vault is initialised and unlocked. */
@@ -195,6 +204,31 @@ static void commands_reply_record(struct control_request *req, const struct reco
 		control_request_reply_ok(req, o);
 }
 
+/* peers, transports and the newest last_sync into a status object. */
+static void commands_status_net(struct agent *a, json_t *o)
+{
+	json_t *peers = a->net ? net_peers_json(a->net) : json_array();
+	json_t *transports = json_array();
+	const char *last = NULL;
+	size_t i;
+	json_t *p;
+
+	json_array_foreach(peers, i, p)
+	{
+		const char *t = json_string_value(json_object_get(p, "last_sync"));
+		if (t != NULL && (last == NULL || strcmp(t, last) > 0))
+			last = t;
+	}
+	if (a->net != NULL && net_listen_port(a->net) != 0) {
+		char t[32];
+		snprintf(t, sizeof(t), "tcp:%u", (unsigned)net_listen_port(a->net));
+		json_array_append_new(transports, json_string(t));
+	}
+	json_object_set_new(o, "last_sync", last ? json_string(last) : json_null());
+	json_object_set_new(o, "peers", peers);
+	json_object_set_new(o, "transports", transports);
+}
+
 static void cmd_status(struct agent *a, struct control_request *req, json_t *request)
 {
 	uint8_t id[DEVICE_ID_LEN], vid[VAULT_ID_LEN], digest[32];
@@ -230,9 +264,7 @@ static void cmd_status(struct agent *a, struct control_request *req, json_t *req
 			json_object_set_new(o, "records", json_null());
 			json_object_set_new(o, "digest", json_null());
 		}
-		json_object_set_new(o, "peers", json_array());
-		json_object_set_new(o, "transports", json_array());
-		json_object_set_new(o, "last_sync", json_null());
+		commands_status_net(a, o);
 	}
 	control_request_reply_ok(req, o);
 }
@@ -280,6 +312,8 @@ static void cmd_init(struct agent *a, struct control_request *req, json_t *reque
 	}
 	vault_device_id(a->vault, id);
 	vault_vault_id(a->vault, vid);
+	if (a->net != NULL)
+		net_start(a->net);
 	control_request_reply_ok(req, json_pack("{s:o, s:s, s:o}", "device_id",
 						commands_hex(id, sizeof(id)), "device_name",
 						vault_device_name(a->vault), "vault_id",
@@ -336,6 +370,8 @@ static void cmd_unlock(struct agent *a, struct control_request *req, json_t *req
 	if (r == PKS_OK) {
 		a->unlock_failures = 0;
 		pks_log(&a->log, PKS_LOG_INFO, "vault unlocked");
+		if (a->net != NULL)
+			net_start(a->net);
 		control_request_reply_ok(req, json_object());
 		return;
 	}
@@ -376,23 +412,42 @@ static void cmd_lock(struct agent *a, struct control_request *req, json_t *reque
 						 "with --no-passphrase), so it cannot be locked.");
 		return;
 	}
+	if (a->net != NULL)
+		net_stop_sessions(a->net);
 	vault_lock(a->vault);
 	pks_log(&a->log, PKS_LOG_INFO, "vault locked");
 	control_request_reply_ok(req, json_object());
 }
 
+static int commands_device_one(void *user, const struct membership_device *d)
+{
+	json_t *o = json_pack("{s:o, s:s, s:b, s:o, s:o}", "device_id",
+			      commands_hex(d->device_id, DEVICE_ID_LEN), "name", d->name, "revoked",
+			      d->revoked, "added_at", commands_time(d->added_at_ms), "added_by",
+			      commands_hex(d->added_by, DEVICE_ID_LEN));
+
+	if (o == NULL)
+		return PKS_ERR_NOMEM;
+	if (d->revoked)
+		json_object_set_new(o, "revoked_at", commands_time(d->revoked_at_ms));
+	return json_array_append_new(user, o) == 0 ? PKS_OK : PKS_ERR_NOMEM;
+}
+
 static void cmd_devices(struct agent *a, struct control_request *req, json_t *request)
 {
-	uint8_t id[DEVICE_ID_LEN];
-	json_t *arr;
+	json_t *arr = json_array();
 
 	(void)request;
-	if (!commands_need_unlocked(a, req))
+	if (!commands_need_unlocked(a, req)) {
+		json_decref(arr);
 		return;
-	vault_device_id(a->vault, id);
-	arr = json_pack("[{s:o, s:s, s:b, s:o, s:n}]", "device_id", commands_hex(id, sizeof(id)),
-			"name", vault_device_name(a->vault), "revoked", 0, "added_at",
-			commands_time(vault_created_at_ms(a->vault)), "added_by");
+	}
+	if (arr == NULL || membership_foreach_device(vault_membership(a->vault),
+						     commands_device_one, arr) != PKS_OK) {
+		json_decref(arr);
+		control_request_reply_error(req, "The agent ran out of memory.");
+		return;
+	}
 	control_request_reply_ok(req, arr);
 }
 
@@ -423,6 +478,7 @@ static void cmd_new(struct agent *a, struct control_request *req, json_t *reques
 		return;
 	}
 	pks_log(&a->log, PKS_LOG_INFO, "created a passkey");
+	commands_changed(a);
 	commands_reply_record(req, st);
 }
 
@@ -539,6 +595,7 @@ static void cmd_edit(struct agent *a, struct control_request *req, json_t *reque
 		commands_reply_err(req, r, "edit the passkey");
 		return;
 	}
+	commands_changed(a);
 	commands_reply_record(req, st);
 }
 
@@ -555,6 +612,7 @@ static void cmd_rm_restore(struct agent *a, struct control_request *req, json_t 
 		commands_reply_err(req, r, restore ? "restore the passkey" : "delete the passkey");
 		return;
 	}
+	commands_changed(a);
 	commands_reply_record(req, st);
 }
 
@@ -604,6 +662,7 @@ static void cmd_import(struct agent *a, struct control_request *req, json_t *req
 		return;
 	}
 	pks_log(&a->log, PKS_LOG_INFO, "imported %zu passkeys (%zu new)", stats.total, stats.added);
+	commands_changed(a);
 	control_request_reply_ok(
 	    req,
 	    json_pack("{s:s, s:I, s:I, s:I, s:I}", "format", import_format_name(detected), "total",
@@ -812,6 +871,269 @@ static void cmd_assert(struct agent *a, struct control_request *req, json_t *req
 		control_request_reply_ok(req, o);
 }
 
+/* ---- devices meeting: pair, join, revoke, sync ---- */
+
+struct commands_pair {
+	struct agent *agent;
+	struct control_request *req;
+	uv_timer_t timer;
+	bool done;
+};
+
+static void commands_pair_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void commands_pair_done(void *user, int err, const char *sentence,
+			       const uint8_t device_id[32], const char *name)
+{
+	struct commands_pair *p = user;
+	char msg[256];
+
+	p->done = true;
+	if (err == PKS_OK) {
+		pks_log(&p->agent->log, PKS_LOG_INFO, "paired a new device");
+		control_request_reply_ok(p->req, json_pack("{s:o, s:s}", "device_id",
+							   commands_hex(device_id, DEVICE_ID_LEN),
+							   "name", name));
+	} else {
+		snprintf(msg, sizeof(msg), "%s", sentence ? sentence : "Pairing was cancelled.");
+		control_request_reply_error(p->req, msg);
+	}
+	uv_timer_stop(&p->timer);
+	uv_close((uv_handle_t *)&p->timer, commands_pair_closed);
+}
+
+/* Cancels the pairing when the person stops waiting (pksync pair interrupted). */
+static void commands_pair_watch(uv_timer_t *t)
+{
+	struct commands_pair *p = t->data;
+
+	if (!p->done && control_request_gone(p->req)) {
+		pks_log(&p->agent->log, PKS_LOG_INFO, "pairing cancelled: the CLI went away");
+		net_pair_cancel(p->agent->net);
+		commands_pair_done(p, PKS_ERR_CLOSED, NULL, NULL, NULL);
+	}
+}
+
+static void cmd_pair(struct agent *a, struct control_request *req, json_t *request)
+{
+	json_t *timeout = json_object_get(request, "timeout");
+	json_int_t secs = NET_PAIR_DEFAULT_TIMEOUT_S;
+	struct commands_pair *p;
+	char code[9], qr[PAIRING_QR_MAX];
+	json_t *addrs = NULL;
+	int r;
+
+	if (!commands_need_unlocked(a, req))
+		return;
+	if (timeout != NULL) {
+		if (!json_is_integer(timeout) || json_integer_value(timeout) < 1 ||
+		    json_integer_value(timeout) > 3600) {
+			control_request_reply_error(req, "The timeout must be 1 to 3600 seconds.");
+			return;
+		}
+		secs = json_integer_value(timeout);
+	}
+	if (a->net == NULL || net_listen_port(a->net) == 0) {
+		control_request_reply_error(req, "The agent is not listening (started without "
+						 "--listen), so no device can reach it.");
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		control_request_reply_error(req, "The agent ran out of memory.");
+		return;
+	}
+	p->agent = a;
+	p->req = req;
+	r = net_pair_start(a->net, (uint64_t)secs * 1000, commands_pair_done, p, code, qr,
+			   sizeof(qr), &addrs);
+	if (r != PKS_OK) {
+		free(p);
+		if (r == PKS_ERR_BUSY)
+			control_request_reply_error(req, "A pairing is already in progress.");
+		else
+			commands_reply_err(req, r, "start pairing");
+		return;
+	}
+	uv_timer_init(a->loop, &p->timer);
+	p->timer.data = p;
+	uv_timer_start(&p->timer, commands_pair_watch, 500, 500);
+	control_request_event(req, json_pack("{s:s, s:s, s:o, s:I}", "code", code, "qr", qr,
+					     "addresses", addrs, "expires_in", secs));
+	sodium_memzero(code, sizeof(code));
+	sodium_memzero(qr, sizeof(qr));
+}
+
+struct commands_join {
+	struct agent *agent;
+	struct control_request *req;
+};
+
+static void commands_join_done(void *user, int err, const char *sentence)
+{
+	struct commands_join *c = user;
+	struct control_request *req = c->req;
+	struct agent *a = c->agent;
+	uint8_t id[DEVICE_ID_LEN], vid[VAULT_ID_LEN];
+
+	free(c);
+	if (err != PKS_OK) {
+		control_request_reply_error(req, sentence ? sentence : "Joining failed.");
+		return;
+	}
+	vault_device_id(a->vault, id);
+	vault_vault_id(a->vault, vid);
+	pks_log(&a->log, PKS_LOG_INFO, "joined a vault");
+	control_request_reply_ok(req, json_pack("{s:o, s:s, s:o}", "device_id",
+						commands_hex(id, sizeof(id)), "device_name",
+						vault_device_name(a->vault), "vault_id",
+						commands_hex(vid, sizeof(vid))));
+}
+
+static void cmd_join(struct agent *a, struct control_request *req, json_t *request)
+{
+	struct net_join_request j;
+	struct commands_join *c;
+	const char *pass = NULL;
+	char host[VAULT_NAME_MAX + 1], err[256] = "";
+	json_t *nopass = json_object_get(request, "no_passphrase");
+
+	memset(&j, 0, sizeof(j));
+	if (commands_str(request, "code", &j.code) != PKS_OK ||
+	    commands_str(request, "qr", &j.qr) != PKS_OK ||
+	    commands_str(request, "peer", &j.peer) != PKS_OK ||
+	    commands_str(request, "name", &j.name) != PKS_OK ||
+	    commands_str(request, "passphrase", &pass) != PKS_OK) {
+		control_request_reply_error(req, "A join field is not a valid string.");
+		return;
+	}
+	if ((j.code == NULL) == (j.qr == NULL)) {
+		control_request_reply_error(req, "Give the code or the QR text, one of them.");
+		return;
+	}
+	if ((pass == NULL) == !json_is_true(nopass)) {
+		control_request_reply_error(
+		    req, "Give either a passphrase or no_passphrase, not both or neither.");
+		return;
+	}
+	if (pass != NULL && (strlen(pass) == 0 || strlen(pass) > 1024)) {
+		control_request_reply_error(req, "A passphrase must be 1 to 1024 bytes long.");
+		return;
+	}
+	if (j.name == NULL) {
+		if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+			snprintf(host, sizeof(host), "pksync device");
+		host[sizeof(host) - 1] = '\0';
+		j.name = host;
+	}
+	if (a->net == NULL) {
+		control_request_reply_error(req, "The agent's network is off.");
+		return;
+	}
+	j.passphrase = pass;
+	j.passphrase_len = pass ? strlen(pass) : 0;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		control_request_reply_error(req, "The agent ran out of memory.");
+		return;
+	}
+	c->agent = a;
+	c->req = req;
+	if (net_join(a->net, &j, commands_join_done, c, err, sizeof(err)) != PKS_OK) {
+		free(c);
+		control_request_reply_error(req, err[0] ? err : "Joining could not start.");
+	}
+}
+
+static void cmd_revoke(struct agent *a, struct control_request *req, json_t *request)
+{
+	const char *what = NULL;
+	struct membership_device d;
+	uint8_t me[DEVICE_ID_LEN];
+	char msg[256];
+	int r;
+
+	if (!commands_need_unlocked(a, req))
+		return;
+	if (commands_str(request, "device", &what) != PKS_OK || what == NULL) {
+		control_request_reply_error(req, "Give the device to revoke (an id prefix or its "
+						 "name; see 'pksync devices').");
+		return;
+	}
+	r = vault_find_device(a->vault, what, &d);
+	if (r != PKS_OK) {
+		snprintf(msg, sizeof(msg),
+			 r == PKS_ERR_AMBIGUOUS ? "'%.64s' matches several devices; give more of "
+						  "its id."
+						: "No device of this vault is '%.64s'.",
+			 what);
+		control_request_reply_error(req, msg);
+		return;
+	}
+	vault_device_id(a->vault, me);
+	if (memcmp(me, d.device_id, DEVICE_ID_LEN) == 0) {
+		control_request_reply_error(req, "A device cannot revoke itself; revoke it from "
+						 "another device.");
+		return;
+	}
+	if (d.revoked) {
+		control_request_reply_error(req, "That device is already revoked.");
+		return;
+	}
+	r = vault_revoke(a->vault, d.device_id);
+	if (r != PKS_OK) {
+		commands_reply_err(req, r, "revoke the device");
+		return;
+	}
+	pks_log(&a->log, PKS_LOG_INFO, "revoked a device");
+	commands_changed(a);
+	control_request_reply_ok(req, json_pack("{s:o, s:s}", "device_id",
+						commands_hex(d.device_id, DEVICE_ID_LEN), "name",
+						d.name));
+}
+
+static void commands_sync_done(void *user, int err, size_t peers)
+{
+	struct control_request *req = user;
+
+	if (err == PKS_ERR_TIMEOUT) {
+		control_request_reply_error(req, "Not every connected device reached the same "
+						 "state before the timeout.");
+		return;
+	}
+	control_request_reply_ok(
+	    req, json_pack("{s:I, s:b}", "peers", (json_int_t)peers, "in_sync", err == PKS_OK));
+}
+
+static void cmd_sync(struct agent *a, struct control_request *req, json_t *request)
+{
+	json_t *timeout = json_object_get(request, "timeout");
+	bool wait = json_is_true(json_object_get(request, "wait"));
+	json_int_t secs = 30;
+	int r;
+
+	if (!commands_need_unlocked(a, req))
+		return;
+	if (timeout != NULL) {
+		if (!json_is_integer(timeout) || json_integer_value(timeout) < 1 ||
+		    json_integer_value(timeout) > 3600) {
+			control_request_reply_error(req, "The timeout must be 1 to 3600 seconds.");
+			return;
+		}
+		secs = json_integer_value(timeout);
+	}
+	if (a->net == NULL) {
+		control_request_reply_error(req, "The agent's network is off.");
+		return;
+	}
+	r = net_sync(a->net, wait, (uint64_t)secs * 1000, commands_sync_done, req);
+	if (r != PKS_OK)
+		commands_reply_err(req, r, "sync");
+}
+
 void commands_handle(void *user_data, struct control_request *req, const char *cmd, json_t *request)
 {
 	static const struct {
@@ -822,6 +1144,8 @@ void commands_handle(void *user_data, struct control_request *req, const char *c
 	    {"lock", cmd_lock},     {"devices", cmd_devices}, {"new", cmd_new},
 	    {"list", cmd_list},     {"show", cmd_show},       {"edit", cmd_edit},
 	    {"import", cmd_import}, {"export", cmd_export},   {"assert", cmd_assert},
+	    {"pair", cmd_pair},     {"join", cmd_join},       {"revoke", cmd_revoke},
+	    {"sync", cmd_sync},
 	};
 	struct agent *a = user_data;
 	char msg[128];

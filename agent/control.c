@@ -208,29 +208,27 @@ static void control_progress_written(uv_write_t *w, int status)
 	free(pw);
 }
 
-void control_request_progress(struct control_request *req, const char *what, size_t done,
-			      size_t total)
+/*
+ * Sends an advisory frame now if the socket can take it. A frame is never
+ * dropped half-way: the rest of a partial write is queued, and while
+ * anything is queued later frames are skipped. Takes msg.
+ */
+static void control_request_advisory(struct control_request *req, json_t *msg)
 {
 	struct control_progress_write *pw;
 	int n;
-	json_t *msg;
 	uint8_t *frame = NULL;
 	size_t len = 0;
 	uv_buf_t buf;
 
-	if (req->closing || req->replied)
-		return;
-	msg = json_pack("{s:{s:I, s:I, s:s}}", "progress", "done", (json_int_t)done, "total",
-			(json_int_t)total, "what", what);
 	if (msg == NULL)
 		return;
+	if (req->closing || req->replied) {
+		json_decref(msg);
+		return;
+	}
 	if (control_frame(msg, &frame, &len) == PKS_OK) {
 		buf = uv_buf_init((char *)frame, (unsigned int)len);
-		/*
-		 * Progress is advisory and must reach the terminal while the work runs, so
-		 * try to write now. A frame is never dropped half-way: the rest of a partial
-		 * write is queued, and while anything is queued later progress is skipped.
-		 */
 		n = uv_try_write((uv_stream_t *)&req->pipe, &buf, 1);
 		if (n > 0 && (size_t)n < len) {
 			pw = calloc(1, sizeof(*pw));
@@ -249,6 +247,24 @@ void control_request_progress(struct control_request *req, const char *what, siz
 		free(frame);
 	}
 	json_decref(msg);
+}
+
+void control_request_progress(struct control_request *req, const char *what, size_t done,
+			      size_t total)
+{
+	control_request_advisory(req, json_pack("{s:{s:I, s:I, s:s}}", "progress", "done",
+						(json_int_t)done, "total", (json_int_t)total,
+						"what", what));
+}
+
+void control_request_event(struct control_request *req, json_t *event)
+{
+	control_request_advisory(req, json_pack("{s:o}", "event", event));
+}
+
+bool control_request_gone(const struct control_request *req)
+{
+	return req->closing;
 }
 
 static void control_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -289,6 +305,27 @@ out:
 	control_json_wipe_decref(msg);
 }
 
+static void control_watch_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	static char sink[256];
+
+	(void)handle, (void)suggested;
+	*buf = uv_buf_init(sink, sizeof(sink));
+}
+
+/* After the request: bytes are ignored; EOF or an error means the client left. */
+static void control_watch(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct control_request *req = stream->data;
+
+	(void)buf;
+	if (nread >= 0)
+		return;
+	uv_read_stop(stream);
+	if (!req->replied)
+		control_request_close(req);
+}
+
 static void control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
 	struct control_request *req = stream->data;
@@ -325,6 +362,9 @@ static void control_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
 		return;
 	}
 	uv_read_stop(stream);
+	/* Keep watching the connection, so a long request notices a client that left. */
+	if (uv_read_start(stream, control_watch_alloc, control_watch) != 0)
+		uv_read_stop(stream);
 	control_dispatch(req);
 }
 

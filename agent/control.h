@@ -7,6 +7,7 @@
 #define PKS_AGENT_CONTROL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -36,6 +37,10 @@ void control_server_close(struct control_server *s);
 /* Best effort: sent now if the socket can take it, otherwise skipped. */
 void control_request_progress(struct control_request *req, const char *what, size_t done,
 			      size_t total);
+/* An advisory {"event": event} frame (takes event), sent like progress. */
+void control_request_event(struct control_request *req, json_t *event);
+/* The client closed its end: answering is still required, but nobody listens. */
+bool control_request_gone(const struct control_request *req);
 /* Sends {"ok": true, "result": result} and takes ownership of result. */
 void control_request_reply_ok(struct control_request *req, json_t *result);
 void control_request_reply_error(struct control_request *req, const char *sentence);

@@ -514,8 +514,8 @@ out:
 int store_version_vector(struct store *s, store_vector_fn fn, void *user_data)
 {
 	sqlite3_stmt *st = NULL;
-	int r = store_prepare(s, "SELECT author, max(seq) FROM versions GROUP BY author ORDER BY author",
-			      &st);
+	int r = store_prepare(
+	    s, "SELECT author, max(seq) FROM versions GROUP BY author ORDER BY author", &st);
 	int rc;
 
 	if (r != PKS_OK)
@@ -525,7 +525,8 @@ int store_version_vector(struct store *s, store_vector_fn fn, void *user_data)
 			r = PKS_ERR_MALFORMED;
 			goto out;
 		}
-		r = fn(user_data, sqlite3_column_blob(st, 0), (uint64_t)sqlite3_column_int64(st, 1));
+		r = fn(user_data, sqlite3_column_blob(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1));
 		if (r != PKS_OK)
 			goto out;
 	}

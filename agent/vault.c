@@ -10,60 +10,23 @@
 #include <unistd.h>
 
 #include "agent/keys.h"
+#include "agent/vault-internal.h"
 #include "agent/passkey.h"
 #include "agent/store.h"
 #include "common/err.h"
 #include "proto/hlc.h"
+#include "proto/membership.h"
 
 /* Labels bind each wrapped blob to its purpose: one cannot be unwrapped as another. */
 #define VAULT_LABEL_IDENTITY "pksync identity v1"
 #define VAULT_LABEL_VAULT_KEYS "pksync vault keys v1"
 #define VAULT_LABEL_DATA_KEY "pksync data key v1"
+#define VAULT_LABEL_MEMB_OP "pksync membership op v1"
 
-#define VAULT_MAX_SKEW_MS (10u * 60u * 1000u)
 #define VAULT_CREDENTIAL_ID_LEN 32
 #define VAULT_USER_HANDLE_LEN 16
 
-/* Everything secret, in one sodium_malloc'd block that is wiped on lock. */
-struct vault_secrets {
-	uint8_t sign_pk[crypto_sign_PUBLICKEYBYTES];
-	uint8_t sign_sk[crypto_sign_SECRETKEYBYTES];
-	uint8_t dh_pk[crypto_scalarmult_BYTES];
-	uint8_t dh_sk[crypto_scalarmult_SCALARBYTES];
-	uint8_t network_key[32];
-	uint8_t id_key[32];
-	uint8_t data_key[32];
-	uint32_t epoch;
-};
-
-struct vault_entry {
-	uint8_t id[RECORD_ID_LEN];
-	struct record_state *st;
-};
-
-struct vault {
-	struct pks_logger log;
-	char *db_path;
-	char *key_file;
-	bool fast_kdf;
-	struct store *store;
-	bool initialized;
-	bool has_passphrase;
-	uint8_t device_id[DEVICE_ID_LEN];
-	uint8_t vault_id[VAULT_ID_LEN];
-	uint64_t created_at_ms;
-	char device_name[VAULT_NAME_MAX + 1];
-	/* NULL while locked. */
-	struct vault_secrets *sec;
-	struct hlc_clock clock;
-	uint64_t seq;
-	/* Open addressing on the record id; ids are keyed hashes, so already uniform. */
-	struct vault_entry *table;
-	size_t table_cap;
-	size_t table_count;
-};
-
-static uint64_t vault_wall_ms(void)
+uint64_t vault_wall_ms(void)
 {
 	struct timespec ts;
 
@@ -81,7 +44,7 @@ static size_t vault_slot(const struct vault *v, const uint8_t id[RECORD_ID_LEN])
 	return (size_t)(h & (v->table_cap - 1));
 }
 
-static struct vault_entry *vault_lookup(const struct vault *v, const uint8_t id[RECORD_ID_LEN])
+struct vault_entry *vault_lookup(const struct vault *v, const uint8_t id[RECORD_ID_LEN])
 {
 	size_t i;
 
@@ -120,8 +83,7 @@ static int vault_table_grow(struct vault *v)
 }
 
 /* The state for id, created empty when absent. */
-static int vault_state_for(struct vault *v, const uint8_t id[RECORD_ID_LEN],
-			   struct record_state **out)
+int vault_state_for(struct vault *v, const uint8_t id[RECORD_ID_LEN], struct record_state **out)
 {
 	struct vault_entry *e = vault_lookup(v, id);
 	struct record_state *st = NULL;
@@ -342,40 +304,70 @@ static int vault_save_keys(struct vault *v, const struct keys_kek *kek)
 	free(wrapped);
 	if (r != PKS_OK)
 		return r;
-	r = keys_wrap(kek, VAULT_LABEL_DATA_KEY, v->sec->data_key, 32, &wrapped, &wrapped_len);
+	return vault_epoch_save(v, v->sec->epoch, v->sec->data_key);
+}
+
+/* Adds an epoch key to memory (no-op when known); the highest epoch becomes current. */
+static int vault_epoch_add(struct vault *v, uint32_t epoch, const uint8_t key[32])
+{
+	struct vault_secrets *sec = v->sec;
+
+	for (size_t i = 0; i < sec->n_epochs; i++)
+		if (sec->epochs[i].epoch == epoch)
+			return PKS_OK;
+	if (sec->n_epochs == VAULT_EPOCHS_MAX || epoch == 0)
+		return PKS_ERR_TOO_LARGE;
+	sec->epochs[sec->n_epochs].epoch = epoch;
+	memcpy(sec->epochs[sec->n_epochs].key, key, 32);
+	sec->n_epochs++;
+	if (epoch > sec->epoch) {
+		sec->epoch = epoch;
+		memcpy(sec->data_key, key, 32);
+	}
+	return PKS_OK;
+}
+
+const uint8_t *vault_epoch_key(const struct vault *v, uint32_t epoch)
+{
+	for (size_t i = 0; i < v->sec->n_epochs; i++)
+		if (v->sec->epochs[i].epoch == epoch)
+			return v->sec->epochs[i].key;
+	return NULL;
+}
+
+/* Wraps and stores an epoch key, and adds it to memory. */
+int vault_epoch_save(struct vault *v, uint32_t epoch, const uint8_t key[32])
+{
+	uint8_t *wrapped = NULL;
+	size_t wrapped_len = 0;
+	int r = keys_wrap(v->kek, VAULT_LABEL_DATA_KEY, key, 32, &wrapped, &wrapped_len);
+
 	if (r == PKS_OK)
-		r = store_epoch_put(v->store, v->sec->epoch, wrapped, wrapped_len);
+		r = store_epoch_put(v->store, epoch, wrapped, wrapped_len);
 	free(wrapped);
+	if (r == PKS_OK)
+		r = vault_epoch_add(v, epoch, key);
 	return r;
 }
 
 static int vault_load_epoch(void *user_data, uint32_t epoch, const uint8_t *wrapped, size_t len)
 {
-	void **ctx = user_data;
-	struct vault *v = ctx[0];
-	const struct keys_kek *kek = ctx[1];
+	struct vault *v = user_data;
 	uint8_t *pt = NULL;
 	size_t n = 0;
-	int r = keys_unwrap(kek, VAULT_LABEL_DATA_KEY, wrapped, len, &pt, &n);
+	int r = keys_unwrap(v->kek, VAULT_LABEL_DATA_KEY, wrapped, len, &pt, &n);
 
 	if (r != PKS_OK)
 		return r;
-	if (n != 32) {
-		keys_secret_free(pt, n);
-		return PKS_ERR_MALFORMED;
-	}
-	/* Epochs walk in ascending order: the last one is current. */
-	memcpy(v->sec->data_key, pt, 32);
-	v->sec->epoch = epoch;
+	r = n == 32 ? vault_epoch_add(v, epoch, pt) : PKS_ERR_MALFORMED;
 	keys_secret_free(pt, n);
-	return PKS_OK;
+	return r;
 }
 
 static int vault_load_keys(struct vault *v, const struct keys_kek *kek)
 {
 	uint8_t *wrapped = NULL, *pt = NULL;
 	size_t wrapped_len = 0, len = 0;
-	void *ctx[2] = {v, (void *)kek};
 	int r = store_meta_get(v->store, "vault_keys", &wrapped, &wrapped_len);
 
 	if (r != PKS_OK)
@@ -390,7 +382,8 @@ static int vault_load_keys(struct vault *v, const struct keys_kek *kek)
 	memcpy(v->sec->network_key, pt, 32);
 	memcpy(v->sec->id_key, pt + 32, 32);
 	v->sec->epoch = 0;
-	r = store_epochs_foreach(v->store, vault_load_epoch, ctx);
+	v->sec->n_epochs = 0;
+	r = store_epochs_foreach(v->store, vault_load_epoch, v);
 	if (r == PKS_OK && v->sec->epoch == 0)
 		r = PKS_ERR_MALFORMED;
 out:
@@ -410,6 +403,105 @@ static hlc_t vault_version_max_hlc(const struct record_version *ver)
 	return m;
 }
 
+/* ---- the per-author vector ---- */
+
+static size_t vault_author_pos(const struct vault *v, const uint8_t id[DEVICE_ID_LEN], bool *found)
+{
+	size_t lo = 0, hi = v->n_authors;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = memcmp(v->authors[mid].id, id, DEVICE_ID_LEN);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+uint64_t vault_author_seq(const struct vault *v, const uint8_t id[DEVICE_ID_LEN])
+{
+	bool found;
+	size_t i = vault_author_pos(v, id, &found);
+
+	return found ? v->authors[i].seq : 0;
+}
+
+int vault_author_set(struct vault *v, const uint8_t id[DEVICE_ID_LEN], uint64_t seq)
+{
+	bool found;
+	size_t i = vault_author_pos(v, id, &found);
+
+	if (!found) {
+		if (v->n_authors == v->cap_authors) {
+			size_t cap = v->cap_authors ? v->cap_authors * 2 : 8;
+			struct vault_author *a = realloc(v->authors, cap * sizeof(*a));
+			if (a == NULL)
+				return PKS_ERR_NOMEM;
+			v->authors = a;
+			v->cap_authors = cap;
+		}
+		memmove(&v->authors[i + 1], &v->authors[i],
+			(v->n_authors - i) * sizeof(v->authors[0]));
+		memcpy(v->authors[i].id, id, DEVICE_ID_LEN);
+		v->n_authors++;
+	}
+	v->authors[i].seq = seq;
+	if (sodium_memcmp(id, v->device_id, DEVICE_ID_LEN) == 0)
+		v->seq = seq;
+	return PKS_OK;
+}
+
+static int vault_vector_entry(void *user_data, const uint8_t author[32], uint64_t seq)
+{
+	return vault_author_set(user_data, author, seq);
+}
+
+/* ---- opening versions of any member ---- */
+
+int vault_open_sealed(struct vault *v, const uint8_t *blob, size_t len,
+		      struct record_sealed_header *h, struct record_version **out)
+{
+	struct membership_device d;
+	const uint8_t *key;
+	int r = record_sealed_peek(blob, len, h);
+
+	if (r != PKS_OK)
+		return r;
+	if (!membership_version_admissible(v->memb, h->author, h->seq))
+		return PKS_ERR_REJECTED;
+	r = membership_get(v->memb, h->author, &d);
+	if (r != PKS_OK)
+		return PKS_ERR_REJECTED;
+	key = vault_epoch_key(v, h->epoch);
+	if (key == NULL)
+		return PKS_ERR_NOT_FOUND;
+	return record_version_open(blob, len, d.sign_pk, key, out);
+}
+
+int vault_merge_version(struct vault *v, struct record_version *ver)
+{
+	struct record_state *st = NULL;
+	int r = vault_state_for(v, ver->record_id, &st);
+
+	if (r != PKS_OK)
+		return r;
+	/* A stamp beyond the skew limit is refused by the clock, never adopted. */
+	hlc_clock_observe(&v->clock, vault_version_max_hlc(ver), vault_wall_ms());
+	r = record_state_apply(st, ver);
+	if (r == PKS_ERR_REJECTED) {
+		pks_log(&v->log, PKS_LOG_WARN, "vault: a version was rejected by the merge rules");
+		r = PKS_OK;
+	}
+	return r;
+}
+
 /* Opens one stored version and folds it into its record's state. */
 static int vault_load_version(void *user_data, const uint8_t record_id[16],
 			      const uint8_t author[32], uint64_t seq, uint32_t epoch,
@@ -417,33 +509,17 @@ static int vault_load_version(void *user_data, const uint8_t record_id[16],
 {
 	struct vault *v = user_data;
 	struct record_version *ver = NULL;
-	struct record_state *st = NULL;
+	struct record_sealed_header h;
 	int r;
 
-	(void)seq;
-	/* Until membership arrives with device sync, this device is the only author. */
-	if (sodium_memcmp(author, v->device_id, DEVICE_ID_LEN) != 0 || epoch != v->sec->epoch) {
-		pks_log(&v->log, PKS_LOG_WARN, "vault: skipping a version by an unknown author");
-		return PKS_OK;
-	}
-	r = record_version_open(blob, len, v->sec->sign_pk, v->sec->data_key, &ver);
+	(void)record_id, (void)author, (void)seq, (void)epoch;
+	r = vault_open_sealed(v, blob, len, &h, &ver);
 	if (r != PKS_OK) {
-		pks_log(&v->log, PKS_LOG_WARN, "vault: skipping a version that does not open: %s",
+		pks_log(&v->log, PKS_LOG_WARN, "vault: skipping a stored version: %s",
 			pks_strerror(r));
 		return PKS_OK;
 	}
-	r = vault_state_for(v, record_id, &st);
-	if (r == PKS_OK) {
-		/* A stamp beyond the skew limit is refused by the clock, never adopted. */
-		hlc_clock_observe(&v->clock, vault_version_max_hlc(ver), vault_wall_ms());
-		r = record_state_apply(st, ver);
-		if (r == PKS_ERR_REJECTED) {
-			pks_log(&v->log, PKS_LOG_WARN,
-				"vault: a stored version was rejected by "
-				"the merge rules");
-			r = PKS_OK;
-		}
-	}
+	r = vault_merge_version(v, ver);
 	record_version_free(ver);
 	return r;
 }
@@ -452,19 +528,90 @@ static int vault_load_version(void *user_data, const uint8_t record_id[16],
  * Rebuilds the in-memory records from the store: at unlock, and after a
  * failed transaction left memory ahead of what was committed.
  */
-static int vault_reload(struct vault *v)
+int vault_reload(struct vault *v)
 {
 	int r;
 
 	vault_table_clear(v);
+	v->n_authors = 0;
+	v->seq = 0;
 	hlc_clock_init(&v->clock, 0, VAULT_MAX_SKEW_MS);
-	r = store_version_max_seq(v->store, v->device_id, &v->seq);
+	r = store_version_vector(v->store, vault_vector_entry, v);
 	if (r == PKS_OK)
 		r = store_versions_foreach(v->store, vault_load_version, v);
 	return r;
 }
 
-static int vault_unlock_with(struct vault *v, const struct keys_kek *kek)
+/* ---- membership at rest ---- */
+
+static int vault_memb_put(void *user_data, const uint8_t id[32], const uint8_t *op, size_t len)
+{
+	struct vault *v = user_data;
+	uint8_t *wrapped = NULL;
+	size_t wrapped_len = 0;
+	int r = keys_wrap(v->kek, VAULT_LABEL_MEMB_OP, op, len, &wrapped, &wrapped_len);
+
+	if (r == PKS_OK)
+		r = store_memb_put(v->store, id, wrapped, wrapped_len);
+	free(wrapped);
+	return r;
+}
+
+/* Stores every applied op not stored yet (ops applied from the pending set included). */
+int vault_memb_persist(struct vault *v)
+{
+	int r;
+
+	if (membership_op_count(v->memb) == v->memb_persisted)
+		return PKS_OK;
+	r = membership_foreach_op(v->memb, vault_memb_put, v);
+	if (r == PKS_OK)
+		v->memb_persisted = membership_op_count(v->memb);
+	return r;
+}
+
+static int vault_memb_load_one(void *user_data, const uint8_t *blob, size_t len)
+{
+	struct vault *v = user_data;
+	uint8_t *pt = NULL;
+	size_t n = 0;
+	int r = keys_unwrap(v->kek, VAULT_LABEL_MEMB_OP, blob, len, &pt, &n);
+
+	if (r != PKS_OK)
+		return r;
+	r = membership_apply(v->memb, pt, n);
+	if (r != PKS_OK)
+		pks_log(&v->log, PKS_LOG_WARN, "vault: a stored membership operation: %s",
+			pks_strerror(r));
+	keys_secret_free(pt, n);
+	return PKS_OK;
+}
+
+static int vault_load_membership(struct vault *v)
+{
+	uint8_t *op = NULL;
+	size_t op_len = 0;
+	int r = membership_new(&v->memb);
+
+	if (r != PKS_OK)
+		return r;
+	r = store_memb_foreach(v->store, vault_memb_load_one, v);
+	if (r != PKS_OK)
+		return r;
+	v->memb_persisted = membership_op_count(v->memb);
+	if (membership_has_genesis(v->memb))
+		return PKS_OK;
+	/* A vault made before membership existed: its device founds the membership now. */
+	r = membership_genesis(v->memb, v->vault_id, v->sec->sign_sk, v->sec->dh_pk, v->device_name,
+			       v->created_at_ms, &op, &op_len);
+	free(op);
+	if (r == PKS_OK)
+		r = vault_memb_persist(v);
+	return r;
+}
+
+/* Takes kek on success. */
+static int vault_unlock_with(struct vault *v, struct keys_kek *kek)
 {
 	int r;
 
@@ -472,13 +619,18 @@ static int vault_unlock_with(struct vault *v, const struct keys_kek *kek)
 	if (v->sec == NULL)
 		return PKS_ERR_NOMEM;
 	sodium_memzero(v->sec, sizeof(*v->sec));
+	v->kek = kek;
 	r = vault_load_identity(v, kek);
 	if (r == PKS_OK)
 		r = vault_load_keys(v, kek);
 	if (r == PKS_OK)
+		r = vault_load_membership(v);
+	if (r == PKS_OK)
 		r = vault_reload(v);
-	if (r != PKS_OK)
+	if (r != PKS_OK) {
+		v->kek = NULL;
 		vault_lock(v);
+	}
 	return r;
 }
 
@@ -502,8 +654,11 @@ int vault_unlock(struct vault *v, const char *passphrase, size_t passphrase_len)
 	} else {
 		r = keys_kek_load_file(v->key_file, &kek);
 	}
-	if (r == PKS_OK)
+	if (r == PKS_OK) {
 		r = vault_unlock_with(v, kek);
+		if (r == PKS_OK)
+			kek = NULL;
+	}
 	keys_kek_free(kek);
 	free(params);
 	return r;
@@ -512,6 +667,14 @@ int vault_unlock(struct vault *v, const char *passphrase, size_t passphrase_len)
 int vault_lock(struct vault *v)
 {
 	vault_table_clear(v);
+	membership_free(v->memb);
+	v->memb = NULL;
+	v->memb_persisted = 0;
+	free(v->authors);
+	v->authors = NULL;
+	v->n_authors = v->cap_authors = 0;
+	keys_kek_free(v->kek);
+	v->kek = NULL;
 	if (v->sec != NULL)
 		sodium_free(v->sec);
 	v->sec = NULL;
@@ -519,12 +682,21 @@ int vault_lock(struct vault *v)
 	return PKS_OK;
 }
 
-int vault_init(struct vault *v, const char *name, const char *passphrase, size_t passphrase_len)
+/*
+ * Writes a new device's identity and vault in one transaction. With bundle
+ * NULL the vault is new (fresh keys, a genesis); otherwise the device joins
+ * the bundle's vault and applies its membership ops.
+ */
+int vault_create_identity(struct vault *v, const char *name, const char *passphrase,
+			  size_t passphrase_len, const struct vault_identity *ident,
+			  const struct vault_join_bundle *bundle)
 {
 	struct keys_kek *kek = NULL;
 	uint8_t *params = NULL;
 	size_t params_len = 0;
 	uint8_t created[8];
+	uint8_t *op = NULL;
+	size_t op_len = 0;
 	uint8_t mode;
 	int r;
 
@@ -549,16 +721,23 @@ int vault_init(struct vault *v, const char *name, const char *passphrase, size_t
 		goto out;
 	}
 	sodium_memzero(v->sec, sizeof(*v->sec));
-	crypto_sign_keypair(v->sec->sign_pk, v->sec->sign_sk);
-	randombytes_buf(v->sec->dh_sk, sizeof(v->sec->dh_sk));
-	crypto_scalarmult_base(v->sec->dh_pk, v->sec->dh_sk);
-	randombytes_buf(v->sec->network_key, sizeof(v->sec->network_key));
-	randombytes_buf(v->sec->id_key, sizeof(v->sec->id_key));
-	randombytes_buf(v->sec->data_key, sizeof(v->sec->data_key));
-	v->sec->epoch = 1;
+	v->kek = kek;
+	kek = NULL;
+	r = membership_new(&v->memb);
+	if (r != PKS_OK)
+		goto out;
+	if (ident != NULL) {
+		memcpy(v->sec->sign_pk, ident->sign_pk, 32);
+		memcpy(v->sec->sign_sk, ident->sign_sk, 64);
+		memcpy(v->sec->dh_pk, ident->dh_pk, 32);
+		memcpy(v->sec->dh_sk, ident->dh_sk, 32);
+	} else {
+		crypto_sign_keypair(v->sec->sign_pk, v->sec->sign_sk);
+		randombytes_buf(v->sec->dh_sk, sizeof(v->sec->dh_sk));
+		crypto_scalarmult_base(v->sec->dh_pk, v->sec->dh_sk);
+	}
 	crypto_generichash(v->device_id, sizeof(v->device_id), v->sec->sign_pk,
 			   sizeof(v->sec->sign_pk), NULL, 0);
-	randombytes_buf(v->vault_id, sizeof(v->vault_id));
 	snprintf(v->device_name, sizeof(v->device_name), "%s", name);
 	v->created_at_ms = vault_wall_ms();
 	vault_put_be64(created, v->created_at_ms);
@@ -570,8 +749,45 @@ int vault_init(struct vault *v, const char *name, const char *passphrase, size_t
 	r = store_begin(v->store);
 	if (r != PKS_OK)
 		goto out;
-	if ((r = vault_save_identity(v, kek)) != PKS_OK ||
-	    (r = vault_save_keys(v, kek)) != PKS_OK ||
+	if (bundle == NULL) {
+		randombytes_buf(v->sec->network_key, sizeof(v->sec->network_key));
+		randombytes_buf(v->sec->id_key, sizeof(v->sec->id_key));
+		randombytes_buf(v->sec->data_key, sizeof(v->sec->data_key));
+		v->sec->epoch = 1;
+		randombytes_buf(v->vault_id, sizeof(v->vault_id));
+		r = vault_save_keys(v, v->kek);
+		if (r == PKS_OK)
+			r = membership_genesis(v->memb, v->vault_id, v->sec->sign_sk, v->sec->dh_pk,
+					       v->device_name, v->created_at_ms, &op, &op_len);
+	} else {
+		memcpy(v->sec->network_key, bundle->network_key, 32);
+		memcpy(v->sec->id_key, bundle->id_key, 32);
+		memcpy(v->vault_id, bundle->vault_id, VAULT_ID_LEN);
+		r = bundle->n_epochs > 0 ? PKS_OK : PKS_ERR_INVALID;
+		for (size_t i = 0; i < bundle->n_epochs && r == PKS_OK; i++)
+			r = vault_epoch_add(v, bundle->epochs[i].epoch, bundle->epochs[i].key);
+		if (r == PKS_OK)
+			r = vault_save_keys(v, v->kek);
+		for (size_t i = 0; i < bundle->n_epochs && r == PKS_OK; i++)
+			r = vault_epoch_save(v, bundle->epochs[i].epoch, bundle->epochs[i].key);
+		for (size_t i = 0; i < bundle->n_ops && r == PKS_OK; i++) {
+			r = membership_apply(v->memb, bundle->ops[i].data, bundle->ops[i].len);
+			if (r == PKS_ERR_PENDING)
+				r = PKS_OK;
+		}
+		/* The vault we join must list this device. */
+		if (r == PKS_OK && !membership_is_member(v->memb, v->device_id))
+			r = PKS_ERR_REJECTED;
+		if (r == PKS_OK) {
+			uint8_t vid[16];
+			membership_vault_id(v->memb, vid);
+			if (memcmp(vid, v->vault_id, 16) != 0)
+				r = PKS_ERR_REJECTED;
+		}
+	}
+	if (r == PKS_OK)
+		r = vault_memb_persist(v);
+	if (r != PKS_OK || (r = vault_save_identity(v, v->kek)) != PKS_OK ||
 	    (params != NULL &&
 	     (r = store_meta_put(v->store, "kek_params", params, params_len)) != PKS_OK) ||
 	    (r = store_meta_put(v->store, "vault_id", v->vault_id, sizeof(v->vault_id))) !=
@@ -588,15 +804,21 @@ int vault_init(struct vault *v, const char *name, const char *passphrase, size_t
 		goto out;
 	v->initialized = true;
 	v->has_passphrase = passphrase != NULL;
-	pks_log(&v->log, PKS_LOG_INFO, "vault: created a new vault and device identity");
+	pks_log(&v->log, PKS_LOG_INFO,
+		bundle ? "vault: joined a vault as a new device"
+		       : "vault: created a new vault and device identity");
 out:
-	if (r != PKS_OK && v->sec != NULL) {
-		sodium_free(v->sec);
-		v->sec = NULL;
-	}
+	free(op);
+	if (r != PKS_OK && v->sec != NULL)
+		vault_lock(v);
 	keys_kek_free(kek);
 	free(params);
 	return r;
+}
+
+int vault_init(struct vault *v, const char *name, const char *passphrase, size_t passphrase_len)
+{
+	return vault_create_identity(v, name, passphrase, passphrase_len, NULL, NULL);
 }
 
 void vault_device_id(const struct vault *v, uint8_t out[DEVICE_ID_LEN])
@@ -723,6 +945,9 @@ static int vault_commit_version(struct vault *v, struct record_version *ver, boo
 			      len);
 	if (r != PKS_OK)
 		goto out;
+	r = vault_author_set(v, v->device_id, ver->seq);
+	if (r != PKS_OK)
+		goto out;
 	if (apply) {
 		r = vault_state_for(v, ver->record_id, &st);
 		if (r == PKS_OK)
@@ -828,7 +1053,6 @@ int vault_create(struct vault *v, const char *rp_id, const char *user_name,
 	r = vault_commit_version(v, ver, true);
 	if (r != PKS_OK)
 		goto out;
-	v->seq++;
 	e = vault_lookup(v, record_id);
 	*out = e->st;
 out:
@@ -867,8 +1091,6 @@ int vault_edit(struct vault *v, const struct record_state *st, const char *user_
 		r = record_version_set_field(ver, RECORD_FIELD_NOTES, notes, ver->hlc);
 	if (r == PKS_OK && ver->fields != 0) {
 		r = vault_commit_version(v, ver, true);
-		if (r == PKS_OK)
-			v->seq++;
 	}
 	record_version_free(ver);
 	return r;
@@ -888,8 +1110,6 @@ int vault_delete(struct vault *v, const struct record_state *st)
 		return PKS_ERR_NOMEM;
 	vault_version_start(v, ver, record_state_id(st), RECORD_OP_DELETE);
 	r = vault_commit_version(v, ver, true);
-	if (r == PKS_OK)
-		v->seq++;
 	record_version_free(ver);
 	return r;
 }
@@ -927,8 +1147,6 @@ int vault_restore(struct vault *v, const struct record_state *st)
 	r = vault_restore_tags(ver, st);
 	if (r == PKS_OK)
 		r = vault_commit_version(v, ver, true);
-	if (r == PKS_OK)
-		v->seq++;
 	record_version_free(ver);
 	return r;
 }
@@ -990,8 +1208,6 @@ static int vault_import_one(struct vault *v, const struct passkey_item *it,
 	}
 	if (r == PKS_OK)
 		r = vault_commit_version(v, ver, true);
-	if (r == PKS_OK)
-		v->seq++;
 	record_version_free(ver);
 	return r;
 }

@@ -14,7 +14,9 @@
 
 #include "agent/import.h"
 #include "common/log.h"
+#include "proto/membership.h"
 #include "proto/record.h"
+#include "proto/sync.h"
 
 struct vault;
 
@@ -29,6 +31,8 @@ struct vault_options {
 
 #define VAULT_NAME_MAX 64
 #define VAULT_ID_LEN 16
+/* Data-key epochs one vault may have (one per revocation). */
+#define VAULT_EPOCHS_MAX 256
 
 /*
  * Opens the store in the state dir. A vault created with --no-passphrase is
@@ -40,6 +44,49 @@ void vault_free(struct vault *v);
 bool vault_is_initialized(const struct vault *v);
 bool vault_is_locked(const struct vault *v);
 bool vault_has_passphrase(const struct vault *v);
+
+/* A device identity made before it belongs to a vault (for join); sodium_malloc'd. */
+struct vault_identity {
+	uint8_t sign_pk[32];
+	uint8_t sign_sk[64];
+	uint8_t dh_pk[32];
+	uint8_t dh_sk[32];
+};
+int vault_identity_new(struct vault_identity **out);
+void vault_identity_free(struct vault_identity *id);
+
+struct vault_blob {
+	const uint8_t *data;
+	size_t len;
+};
+
+/* What a sponsor hands a joining device: the vault's keys and its membership ops. */
+struct vault_join_bundle {
+	uint8_t vault_id[VAULT_ID_LEN];
+	uint8_t network_key[32];
+	uint8_t id_key[32];
+	size_t n_epochs;
+	struct {
+		uint32_t epoch;
+		uint8_t key[32];
+	} epochs[VAULT_EPOCHS_MAX];
+	/* Not owned by the bundle. */
+	size_t n_ops;
+	const struct vault_blob *ops;
+};
+/* Sponsor side: the keys (ops not filled); sodium_malloc'd. */
+int vault_join_bundle_new(struct vault *v, struct vault_join_bundle **out);
+void vault_join_bundle_free(struct vault_join_bundle *b);
+
+/*
+ * Writes a device identity and a vault in one transaction: a new vault with
+ * ident and bundle NULL (vault_init), or joining the bundle's vault with the
+ * identity used during pairing. PKS_ERR_REJECTED when the bundle's
+ * membership does not list this device.
+ */
+int vault_create_identity(struct vault *v, const char *name, const char *passphrase,
+			  size_t passphrase_len, const struct vault_identity *ident,
+			  const struct vault_join_bundle *bundle);
 
 /*
  * Creates the device identity and a new vault. passphrase NULL means key-file
@@ -110,6 +157,34 @@ int vault_assert(struct vault *v, const struct record_state *st, const uint8_t c
  */
 int vault_export_items(const struct vault *v, const char *rp_id, const struct record_state *only,
 		       struct passkey_list **out);
+
+/* ---- membership, pairing, sync ---- */
+
+/* NULL while locked. */
+const struct membership *vault_membership(const struct vault *v);
+/* The psk of member sessions, from the network key. PKS_ERR_LOCKED. */
+int vault_member_psk(const struct vault *v, uint8_t out[32]);
+/* This device's X25519 key pair (Noise static); NULL while locked. */
+const uint8_t *vault_dh_pk(const struct vault *v);
+const uint8_t *vault_dh_sk(const struct vault *v);
+/* Adds a device (an ADD op by this device, stored). */
+int vault_add_device(struct vault *v, const uint8_t sign_pk[32], const uint8_t dh_pk[32],
+		     const char *name, uint8_t device_id[DEVICE_ID_LEN]);
+/*
+ * Revokes a device: a REVOKE whose cutoff is the revoked device's highest
+ * seq held here, then a ROTATE to a fresh data key sealed to the remaining
+ * members, in one transaction.
+ */
+int vault_revoke(struct vault *v, const uint8_t device_id[DEVICE_ID_LEN]);
+/* A device by unique hex prefix of its id (>= 4) or exact name. */
+int vault_find_device(const struct vault *v, const char *what, struct membership_device *out);
+/* Peer addresses remembered from pairing. */
+int vault_remember_peer(struct vault *v, const char *addr);
+int vault_peers_foreach(struct vault *v, int (*fn)(void *user, const char *addr), void *user);
+/* Received versions skipped as inadmissible since start. */
+uint64_t vault_skipped(const struct vault *v);
+/* The replica sync sessions use; the replica pointer is the struct vault. */
+extern const struct sync_replica_ops vault_replica_ops;
 
 /* Bytes of sealed versions in the store, for the benchmark. */
 int vault_store_stats(struct vault *v, uint64_t *versions, uint64_t *bytes);

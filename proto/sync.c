@@ -654,6 +654,8 @@ struct sync_session {
 	bool done_sent, done_received;
 	uint8_t done_digest[SYNC_DIGEST_LEN], peer_done_digest[SYNC_DIGEST_LEN];
 	bool reconciling, summary_received;
+	/* Live phase: a DONE we sent as a digest probe awaits its answer. */
+	bool probe_outstanding;
 	size_t n_own_summary, n_peer_summary;
 	struct sync_summary_entry *own_summary, *peer_summary;
 
@@ -1320,8 +1322,46 @@ static int sync_on_ack(struct sync_session *s, const struct sync_msg *m)
 	return PKS_OK;
 }
 
+/* Queues DONE with the current digest (phase 3, or a live probe or its answer). */
+static int sync_queue_done(struct sync_session *s, uint8_t digest[SYNC_DIGEST_LEN])
+{
+	struct sync_msg *m = s->scratch;
+
+	s->ops->digest(s->replica, digest);
+	m->type = SYNC_MSG_DONE;
+	memcpy(m->digest, digest, SYNC_DIGEST_LEN);
+	return sync_queue_scratch(s, 0, 0);
+}
+
+/*
+ * Live phase: a DONE is a digest probe (answered with ours) or the answer to
+ * our probe; two probes that cross answer each other. Either way the
+ * comparison goes to on_synced, and nothing loops.
+ */
+static int sync_on_live_done(struct sync_session *s, const struct sync_msg *m)
+{
+	uint8_t mine[SYNC_DIGEST_LEN];
+	int r = PKS_OK;
+
+	if (s->probe_outstanding) {
+		s->probe_outstanding = false;
+		s->ops->digest(s->replica, mine);
+	} else {
+		r = sync_queue_done(s, mine);
+		if (r != PKS_OK)
+			return r;
+	}
+	memcpy(s->peer_done_digest, m->digest, SYNC_DIGEST_LEN);
+	if (s->cb.on_synced != NULL)
+		s->cb.on_synced(s->cb_user, sodium_memcmp(mine, m->digest, SYNC_DIGEST_LEN) == 0,
+				s->peer_done_digest);
+	return PKS_OK;
+}
+
 static int sync_on_done(struct sync_session *s, const struct sync_msg *m)
 {
+	if (s->phase == SYNC_PHASE_LIVE && !s->reconciling)
+		return sync_on_live_done(s, m);
 	if ((s->phase != SYNC_PHASE_STATE && s->phase != SYNC_PHASE_DONE) || !s->state_received ||
 	    s->done_received || (s->reconciling && !s->summary_received))
 		return PKS_ERR_STATE;
@@ -1616,6 +1656,27 @@ int sync_session_local_change(struct sync_session *s)
 		r = sync_apply_local_change(s);
 	if (r == PKS_OK)
 		r = sync_pump(s);
+	return sync_leave(s, r);
+}
+
+int sync_session_check(struct sync_session *s)
+{
+	uint8_t digest[SYNC_DIGEST_LEN];
+	int r;
+
+	if (s != NULL && s->in_call)
+		return PKS_ERR_STATE;
+	r = sync_enter(s);
+	if (r != PKS_OK)
+		return r;
+	/* Before the live phase the session's own DONE exchange answers the question. */
+	if (s->phase == SYNC_PHASE_LIVE && !s->reconciling && !s->probe_outstanding) {
+		r = sync_queue_done(s, digest);
+		if (r == PKS_OK)
+			s->probe_outstanding = true;
+		if (r == PKS_OK)
+			r = sync_pump(s);
+	}
 	return sync_leave(s, r);
 }
 

@@ -40,11 +40,11 @@
  *      versions of that author (VERSIONS, end = true on the last), then DONE
  *      again. At most SYNC_RECONCILE_MAX reconciliations per session; after
  *      that on_synced(equal = false) and the session stays up.
- *   4. live: after phase 2 started, sync_session_local_change() sends every
- *      version and membership op the peer is not known to hold (what it
- *      announced plus what was sent to it or received from it), as VERSIONS
- *      (end = false) and MEMB_OPS (end = false) messages. Received live
- *      batches are applied and ACKed like any other.
+ *   4. live: a DONE in the live phase is a digest probe, answered with a
+ *      DONE (see sync_session_check()). After phase 2 started, sync_session_local_change() sends
+ * every version and membership op the peer is not known to hold (what it announced plus what was
+ * sent to it or received from it), as VERSIONS (end = false) and MEMB_OPS (end = false) messages.
+ * Received live batches are applied and ACKed like any other.
  *
  * Any message that is malformed, over a limit, or not expected in the
  * current phase (a second HELLO, an ACK for a batch never sent, VERSIONS
@@ -65,10 +65,10 @@
 #define SYNC_DIGEST_LEN 32
 #define SYNC_HEADS_MAX 64
 #define SYNC_AUTHORS_MAX 512
-#define SYNC_BLOBS_MAX 1024     /* ops or versions in one message */
-#define SYNC_BLOB_MAX 32768     /* one op or sealed version */
-#define SYNC_BATCH_BYTES 60000  /* payload bytes of one VERSIONS batch */
-#define SYNC_WINDOW 8           /* VERSIONS batches in flight, unacknowledged */
+#define SYNC_BLOBS_MAX 1024    /* ops or versions in one message */
+#define SYNC_BLOB_MAX 32768    /* one op or sealed version */
+#define SYNC_BATCH_BYTES 60000 /* payload bytes of one VERSIONS batch */
+#define SYNC_WINDOW 8          /* VERSIONS batches in flight, unacknowledged */
 #define SYNC_RECONCILE_MAX 2
 
 enum sync_msg_type {
@@ -107,17 +107,17 @@ struct sync_summary_entry {
 /* One decoded message; pointers point into the decoded input buffer. */
 struct sync_msg {
 	enum sync_msg_type type;
-	uint64_t version;                      /* HELLO */
-	size_t n_heads;                        /* HELLO */
+	uint64_t version; /* HELLO */
+	size_t n_heads;   /* HELLO */
 	uint8_t heads[SYNC_HEADS_MAX][SYNC_ID_LEN];
-	uint8_t digest[SYNC_DIGEST_LEN];       /* HELLO (membership), STATE, DONE */
-	struct sync_vector vector;             /* STATE */
-	uint64_t records;                      /* STATE */
-	uint64_t batch;                        /* VERSIONS, ACK */
-	bool end;                              /* MEMB_OPS, VERSIONS, SUMMARY */
-	size_t n_blobs;                        /* MEMB_OPS, VERSIONS */
+	uint8_t digest[SYNC_DIGEST_LEN]; /* HELLO (membership), STATE, DONE */
+	struct sync_vector vector;       /* STATE */
+	uint64_t records;                /* STATE */
+	uint64_t batch;                  /* VERSIONS, ACK */
+	bool end;                        /* MEMB_OPS, VERSIONS, SUMMARY */
+	size_t n_blobs;                  /* MEMB_OPS, VERSIONS */
 	struct sync_blob blobs[SYNC_BLOBS_MAX];
-	size_t n_summary;                      /* SUMMARY */
+	size_t n_summary; /* SUMMARY */
 	struct sync_summary_entry summary[SYNC_AUTHORS_MAX];
 };
 
@@ -224,6 +224,13 @@ int sync_session_receive(struct sync_session *s, const uint8_t *msg, size_t len)
 int sync_session_drained(struct sync_session *s);
 /* The replica changed (local edit, membership op, or versions from another peer). */
 int sync_session_local_change(struct sync_session *s);
+/*
+ * In the live phase: sends DONE with our digest as a probe; the peer answers
+ * with its own and on_synced(equal, peer digest) reports the comparison on
+ * both sides ("pksync sync --wait"). Before the live phase it does nothing:
+ * the session's own DONE exchange is still to come.
+ */
+int sync_session_check(struct sync_session *s);
 enum sync_phase sync_session_phase(const struct sync_session *s);
 void sync_session_stats(const struct sync_session *s, struct sync_stats *out);
 

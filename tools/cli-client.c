@@ -111,7 +111,7 @@ int cli_frame_parse(const uint8_t *body, size_t len, struct cli_frame *out, char
 	struct cli_frame f;
 	json_error_t jerr;
 	json_t *msg = NULL;
-	json_t *ok, *progress, *error, *result;
+	json_t *ok, *progress, *error, *result, *event;
 	int r = PKS_ERR_MALFORMED;
 
 	memset(&f, 0, sizeof(f));
@@ -121,8 +121,16 @@ int cli_frame_parse(const uint8_t *body, size_t len, struct cli_frame *out, char
 		goto out;
 	}
 	progress = json_object_get(msg, "progress");
+	event = json_object_get(msg, "event");
 	ok = json_object_get(msg, "ok");
-	if (progress != NULL && ok == NULL) {
+	if (event != NULL && ok == NULL && progress == NULL) {
+		if (!json_is_object(event)) {
+			snprintf(err, err_len, "pksync-agent sent an event that is not an object");
+			goto out;
+		}
+		f.kind = CLI_FRAME_EVENT;
+		f.result = json_incref(event);
+	} else if (progress != NULL && ok == NULL) {
 		r = cli_progress_parse(progress, &f, err, err_len);
 		if (r != PKS_OK)
 			goto out;
@@ -290,7 +298,8 @@ static int cli_read_frame(int fd, int sent_all, struct cli_frame *out, char *err
 		goto out;
 	}
 	r = cli_frame_parse(body, len, out, err, err_len);
-	if (r == PKS_OK && out->kind == CLI_FRAME_PROGRESS && len > CLI_PROGRESS_FRAME_MAX) {
+	if (r == PKS_OK && (out->kind == CLI_FRAME_PROGRESS || out->kind == CLI_FRAME_EVENT) &&
+	    len > CLI_PROGRESS_FRAME_MAX) {
 		cli_frame_clear(out);
 		snprintf(err, err_len, "pksync-agent sent a progress message over %zu bytes",
 			 CLI_PROGRESS_FRAME_MAX);
@@ -353,7 +362,7 @@ int cli_client_call(const char *socket_path, const json_t *request, cli_progress
 		r = cli_read_frame(fd, sent_all, &frame, err, err_len);
 		if (r != PKS_OK)
 			goto out;
-		if (frame.kind != CLI_FRAME_PROGRESS)
+		if (frame.kind != CLI_FRAME_PROGRESS && frame.kind != CLI_FRAME_EVENT)
 			break;
 		if (++frames > CLI_PROGRESS_FRAMES_MAX) {
 			snprintf(err, err_len, "pksync-agent sent too many progress messages");

@@ -39,12 +39,14 @@ enum cli_frame_kind {
 	CLI_FRAME_PROGRESS,
 	CLI_FRAME_OK,
 	CLI_FRAME_ERROR,
+	/* An advisory {"event": {...}} frame (pair shows its code with one). */
+	CLI_FRAME_EVENT,
 };
 
 /* One checked frame. cli_frame_clear() releases it. */
 struct cli_frame {
 	enum cli_frame_kind kind;
-	/* CLI_FRAME_OK: the result value (owned). */
+	/* CLI_FRAME_OK: the result value; CLI_FRAME_EVENT: the event object (owned). */
 	json_t *result;
 	/* CLI_FRAME_ERROR: the agent's sentence, control characters removed. */
 	char error[CLI_SENTENCE_MAX];
@@ -64,6 +66,7 @@ void cli_frame_clear(struct cli_frame *frame);
 int cli_frame_parse(const uint8_t *body, size_t len, struct cli_frame *out, char *err,
 		    size_t err_len);
 
+/* Called for each progress and event frame before the answer. */
 typedef void (*cli_progress_fn)(void *user_data, const struct cli_frame *progress);
 
 /*

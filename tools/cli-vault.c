@@ -1,11 +1,11 @@
 /*
  * The vault and device commands: init, unlock, lock, status, devices, and
- * the device-sync commands (pair, join, revoke, sync) whose flags are parsed
- * already but which the agent cannot do yet.
+ * the device-sync commands pair, join, revoke and sync.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "tools/cli-passphrase.h"
@@ -431,9 +431,98 @@ out:
 }
 
 /* Parses the flags so scripts can be written today, then says so plainly. */
-static int cli_run_not_yet(struct cli *cli, const struct cli_command *cmd, int argc, char **argv)
+/* ---- pair, join, revoke, sync ---- */
+
+struct cli_pair_ctx {
+	struct cli *cli;
+	int shown;
+};
+
+static void cli_pair_event(void *user, const json_t *event)
+{
+	struct cli_pair_ctx *c = user;
+	const char *code = cli_json_str(event, "code", NULL);
+	const char *qr = cli_json_str(event, "qr", NULL);
+	json_t *addrs = json_object_get(event, "addresses");
+	const char *first = NULL;
+	size_t i;
+	json_t *a;
+
+	if (code == NULL || c->shown)
+		return;
+	c->shown = 1;
+	if (c->cli->json) {
+		cli_print_json_line(c->cli, event);
+		return;
+	}
+	json_array_foreach(addrs, i, a)
+	{
+		const char *s = json_string_value(a);
+		/* Offer an address another machine can reach before loopback. */
+		if (s != NULL && (first == NULL || strncmp(first, "127.", 4) == 0 ||
+				  strncmp(first, "[::1]", 5) == 0))
+			first = s;
+	}
+	printf("Pairing code: %.4s %.4s  (valid %" JSON_INTEGER_FORMAT
+	       " s; 5 wrong tries end it)\n\n",
+	       code, code + 4, json_integer_value(json_object_get(event, "expires_in")));
+	printf("On the new device, with its agent running, type:\n  pksync join %s --peer ", code);
+	cli_text_print(stdout, first ? first : "ADDR:PORT", 80);
+	printf("\n");
+	if (qr != NULL) {
+		printf("or scan this code (or pass its text to 'pksync join --qr'):\n  ");
+		cli_text_print(stdout, qr, 0);
+		printf("\n");
+		if (isatty(STDOUT_FILENO))
+			cli_qr_print(stdout, qr);
+	}
+	printf("\nWaiting for the new device...\n");
+	fflush(stdout);
+}
+
+static int cli_run_pair(struct cli *cli, const struct cli_command *cmd, int argc, char **argv)
 {
 	struct cli_vault_opts o = {0};
+	struct cli_pair_ctx ctx = {cli, 0};
+	json_t *req = NULL, *result = NULL;
+	char **args;
+	int nargs;
+	int r;
+
+	r = cli_parse(cli, cmd, argc, argv, cli_vault_option, &o, &args, &nargs);
+	if (r != CLI_CONTINUE)
+		return r;
+	if (o.timeout > 3600)
+		return cli_usage_error(cli, "--timeout takes at most 3600 seconds");
+	req = cli_request_new(cli, "pair");
+	if (req == NULL)
+		return CLI_EXIT_ERROR;
+	if (o.timeout > 0 && json_object_set_new(req, "timeout", json_integer(o.timeout)) != 0) {
+		r = cli_error(cli, "out of memory");
+		goto out;
+	}
+	r = cli_call_events(cli, req, cli_pair_event, &ctx, &result);
+	if (r != CLI_EXIT_OK)
+		goto out;
+	if (cli->json) {
+		r = cli_print_json_line(cli, result);
+		goto out;
+	}
+	fputs("Added device \"", stdout);
+	cli_text_print(stdout, cli_json_str(result, "name", "?"), 64);
+	fputs("\" (", stdout);
+	cli_text_print(stdout, cli_json_str(result, "device_id", "?"), 0);
+	fputs(") to the vault.\n", stdout);
+out:
+	json_decref(req);
+	json_decref(result);
+	return r;
+}
+
+static int cli_run_join(struct cli *cli, const struct cli_command *cmd, int argc, char **argv)
+{
+	struct cli_vault_opts o = {0};
+	json_t *req = NULL, *result = NULL;
 	char **args;
 	int nargs;
 	int r;
@@ -444,8 +533,127 @@ static int cli_run_not_yet(struct cli *cli, const struct cli_command *cmd, int a
 	if (o.passphrase_file != NULL && o.no_passphrase)
 		return cli_usage_error(cli,
 				       "--passphrase-file and --no-passphrase exclude each other");
-	return cli_error(cli, "not implemented yet: 'pksync %s' arrives with device sync",
-			 cmd->name);
+	if ((nargs == 1) == (o.qr != NULL))
+		return cli_usage_error(cli, "give the 8-digit CODE or --qr TEXT, one of them");
+	if (o.name != NULL && o.name[0] == '\0')
+		return cli_usage_error(cli, "--name needs a non-empty name");
+	req = cli_request_new(cli, "join");
+	if (req == NULL)
+		return CLI_EXIT_ERROR;
+	if ((nargs == 1 &&
+	     (r = cli_set_string(cli, req, "code", args[0], "CODE")) != CLI_CONTINUE) ||
+	    (o.qr != NULL && (r = cli_set_string(cli, req, "qr", o.qr, "--qr")) != CLI_CONTINUE) ||
+	    (o.peer != NULL &&
+	     (r = cli_set_string(cli, req, "peer", o.peer, "--peer")) != CLI_CONTINUE) ||
+	    (o.name != NULL &&
+	     (r = cli_set_string(cli, req, "name", o.name, "--name")) != CLI_CONTINUE))
+		goto out;
+	if (o.no_passphrase) {
+		if (json_object_set_new(req, "no_passphrase", json_true()) != 0) {
+			r = cli_error(cli, "out of memory");
+			goto out;
+		}
+	} else {
+		r = cli_vault_passphrase(cli, req, o.passphrase_file, 1,
+					 "there is no terminal to ask for a passphrase: give "
+					 "--passphrase-file FILE or --no-passphrase");
+		if (r != CLI_EXIT_OK)
+			goto out;
+	}
+	r = cli_call(cli, req, &result);
+	if (r != CLI_EXIT_OK)
+		goto out;
+	if (cli->json) {
+		r = cli_print_json(cli, result);
+		goto out;
+	}
+	fputs("Joined vault ", stdout);
+	cli_text_print(stdout, cli_json_str(result, "vault_id", "?"), 0);
+	fputs(" as device \"", stdout);
+	cli_text_print(stdout, cli_json_str(result, "device_name", "?"), 64);
+	fputs("\" (", stdout);
+	cli_text_print(stdout, cli_json_str(result, "device_id", "?"), 0);
+	fputs("). Passkeys arrive as the devices sync.\n", stdout);
+out:
+	json_decref(req);
+	json_decref(result);
+	return r;
+}
+
+static int cli_run_revoke(struct cli *cli, const struct cli_command *cmd, int argc, char **argv)
+{
+	json_t *req = NULL, *result = NULL;
+	char **args;
+	int nargs;
+	int r;
+
+	r = cli_parse(cli, cmd, argc, argv, NULL, NULL, &args, &nargs);
+	if (r != CLI_CONTINUE)
+		return r;
+	req = cli_request_new(cli, "revoke");
+	if (req == NULL)
+		return CLI_EXIT_ERROR;
+	r = cli_set_string(cli, req, "device", args[0], "DEVICE");
+	if (r != CLI_CONTINUE)
+		goto out;
+	r = cli_call(cli, req, &result);
+	if (r != CLI_EXIT_OK)
+		goto out;
+	if (cli->json) {
+		r = cli_print_json(cli, result);
+		goto out;
+	}
+	fputs("Revoked device \"", stdout);
+	cli_text_print(stdout, cli_json_str(result, "name", "?"), 64);
+	fputs("\" (", stdout);
+	cli_text_print(stdout, cli_json_str(result, "device_id", "?"), 0);
+	fputs("): it can no longer sync, and new changes use a new data key.\n", stdout);
+out:
+	json_decref(req);
+	json_decref(result);
+	return r;
+}
+
+static int cli_run_sync(struct cli *cli, const struct cli_command *cmd, int argc, char **argv)
+{
+	struct cli_vault_opts o = {0};
+	json_t *req = NULL, *result = NULL;
+	json_int_t peers;
+	char **args;
+	int nargs;
+	int r;
+
+	r = cli_parse(cli, cmd, argc, argv, cli_vault_option, &o, &args, &nargs);
+	if (r != CLI_CONTINUE)
+		return r;
+	if (o.timeout > 3600)
+		return cli_usage_error(cli, "--timeout takes at most 3600 seconds");
+	req = cli_request_new(cli, "sync");
+	if (req == NULL)
+		return CLI_EXIT_ERROR;
+	if ((o.wait && json_object_set_new(req, "wait", json_true()) != 0) ||
+	    (o.timeout > 0 && json_object_set_new(req, "timeout", json_integer(o.timeout)) != 0)) {
+		r = cli_error(cli, "out of memory");
+		goto out;
+	}
+	r = cli_call(cli, req, &result);
+	if (r != CLI_EXIT_OK)
+		goto out;
+	if (cli->json) {
+		r = cli_print_json(cli, result);
+		goto out;
+	}
+	peers = json_integer_value(json_object_get(result, "peers"));
+	if (o.wait)
+		printf("In sync with %" JSON_INTEGER_FORMAT " connected device%s.\n", peers,
+		       peers == 1 ? "" : "s");
+	else
+		printf("Syncing with %" JSON_INTEGER_FORMAT " connected device%s.\n", peers,
+		       peers == 1 ? "" : "s");
+out:
+	json_decref(req);
+	json_decref(result);
+	return r;
 }
 
 static const struct option cli_init_options[] = {
@@ -548,18 +756,20 @@ static const struct option cli_pair_options[] = {
 
 const struct cli_command cli_command_pair = {
     "pair",
-    "let a new device join (not implemented yet)",
+    "let a new device join with a code",
     "usage: pksync pair [--timeout SECONDS] [--json]\n"
     "\n"
     "Shows an 8-digit code and a QR code for a new device to join this vault,\n"
-    "and waits for it. Not implemented yet.\n"
+    "and waits for it. The code is single-use, expires, and dies after 5 wrong\n"
+    "tries. With --json the first line is {\"code\": ..., \"qr\": ...,\n"
+    "\"addresses\": [...]} and the last the added device.\n"
     "\n"
     "  --timeout SECONDS  how long the code stays valid (default 300)\n",
     cli_pair_options,
     0,
     0,
     NULL,
-    cli_run_not_yet,
+    cli_run_pair,
 };
 
 static const struct option cli_join_options[] = {
@@ -570,12 +780,12 @@ static const struct option cli_join_options[] = {
 
 const struct cli_command cli_command_join = {
     "join",
-    "join a vault from a new device (not implemented yet)",
+    "join a vault from a new device",
     "usage: pksync join [CODE] [--peer ADDR:PORT] [--qr TEXT] [--name NAME]\n"
     "                   [--passphrase-file FILE | --no-passphrase]\n"
     "\n"
     "Joins the vault of a device running 'pksync pair', with the code it shows.\n"
-    "Not implemented yet.\n"
+    "The agent of this device must be running on a fresh state directory.\n"
     "\n"
     "  --peer ADDR:PORT        the sponsor's address, when discovery cannot find it\n"
     "  --qr TEXT               the text of the sponsor's QR code instead of CODE\n"
@@ -586,21 +796,22 @@ const struct cli_command cli_command_join = {
     0,
     1,
     "CODE",
-    cli_run_not_yet,
+    cli_run_join,
 };
 
 const struct cli_command cli_command_revoke = {
     "revoke",
-    "remove a device from the vault (not implemented yet)",
+    "remove a device from the vault",
     "usage: pksync revoke DEVICE\n"
     "\n"
     "Removes DEVICE (an id prefix from 'pksync devices') from the vault: it can no\n"
-    "longer sync, and the data keys are rotated. Not implemented yet.\n",
+    "longer sync, whatever it writes afterwards is ignored, and the data key is\n"
+    "rotated. DEVICE may also be the device's name.\n",
     NULL,
     1,
     1,
     "DEVICE",
-    cli_run_not_yet,
+    cli_run_revoke,
 };
 
 static const struct option cli_sync_options[] = {
@@ -611,16 +822,16 @@ static const struct option cli_sync_options[] = {
 
 const struct cli_command cli_command_sync = {
     "sync",
-    "sync with the other members now (not implemented yet)",
+    "sync with the other members now",
     "usage: pksync sync [--wait] [--timeout SECONDS]\n"
     "\n"
-    "Syncs with every reachable member now. Not implemented yet.\n"
+    "Syncs with every reachable member now (devices sync on their own too).\n"
     "\n"
     "  --wait             return once every connected member has the same digest\n"
-    "  --timeout SECONDS  give up after this long\n",
+    "  --timeout SECONDS  give up after this long (default 30)\n",
     cli_sync_options,
     0,
     0,
     NULL,
-    cli_run_not_yet,
+    cli_run_sync,
 };

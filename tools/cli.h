@@ -82,6 +82,10 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * is returned.
  */
 int cli_call(struct cli *cli, const json_t *request, json_t **result);
+/* The same, passing each {"event": ...} object (borrowed) to on_event as it arrives. */
+typedef void (*cli_event_fn)(void *user, const json_t *event);
+int cli_call_events(struct cli *cli, const json_t *request, cli_event_fn on_event, void *user,
+		    json_t **result);
 
 /* Sets obj[key] to a string argument; a usage error when arg is not UTF-8 text. */
 int cli_set_string(struct cli *cli, json_t *obj, const char *key, const char *arg,
@@ -91,6 +95,8 @@ json_t *cli_request_new(struct cli *cli, const char *name);
 
 /* Prints a JSON value on stdout, indented, newline terminated. */
 int cli_print_json(struct cli *cli, const json_t *value);
+/* The same on one compact line, flushed (for streams of answers, like pair --json). */
+int cli_print_json_line(struct cli *cli, const json_t *value);
 
 /*
  * Text from the agent or a file may hold terminal escapes: these print it with
@@ -123,6 +129,9 @@ const char *cli_json_str(const json_t *obj, const char *key, const char *fallbac
 
 /* True when s is 4 to 32 hex characters (a record id or a unique prefix of one). */
 int cli_is_record_id(const char *s);
+
+/* Draws text as a QR code (tools/cli-qr.c); -1 when it does not fit one. */
+int cli_qr_print(FILE *f, const char *text);
 
 /* Every command of the program. */
 extern const struct cli_command cli_command_init, cli_command_unlock, cli_command_lock,

@@ -141,6 +141,15 @@ int cli_print_json(struct cli *cli, const json_t *value)
 	return CLI_EXIT_OK;
 }
 
+int cli_print_json_line(struct cli *cli, const json_t *value)
+{
+	(void)cli;
+	if (json_dumpf(value, stdout, JSON_COMPACT | JSON_ENCODE_ANY) != 0 ||
+	    fputc('\n', stdout) == EOF || fflush(stdout) == EOF)
+		return CLI_EXIT_ERROR;
+	return CLI_EXIT_OK;
+}
+
 const char *cli_json_str(const json_t *obj, const char *key, const char *fallback)
 {
 	const char *s = json_string_value(json_object_get(obj, key));
@@ -493,6 +502,8 @@ int cli_parse(struct cli *cli, const struct cli_command *cmd, int argc, char **a
 }
 
 struct cli_progress_bar {
+	cli_event_fn on_event;
+	void *event_user;
 	int enabled;
 	int drawn;
 	int64_t last_done;
@@ -509,6 +520,11 @@ static void cli_progress_draw(void *user_data, const struct cli_frame *p)
 	int percent = 0;
 	size_t filled = 0;
 
+	if (p->kind == CLI_FRAME_EVENT) {
+		if (bar->on_event != NULL)
+			bar->on_event(bar->event_user, p->result);
+		return;
+	}
 	if (!bar->enabled)
 		return;
 	if (p->total > 0) {
@@ -539,7 +555,13 @@ static void cli_progress_draw(void *user_data, const struct cli_frame *p)
 
 int cli_call(struct cli *cli, const json_t *request, json_t **result)
 {
-	struct cli_progress_bar bar = {0, 0, 0, -1};
+	return cli_call_events(cli, request, NULL, NULL, result);
+}
+
+int cli_call_events(struct cli *cli, const json_t *request, cli_event_fn on_event, void *user,
+		    json_t **result)
+{
+	struct cli_progress_bar bar = {on_event, user, 0, 0, 0, -1};
 	struct cli_frame frame;
 	struct cli_paths paths;
 	char err[CLI_SENTENCE_MAX + 256];

@@ -1,0 +1,89 @@
+/*
+ * The agent's network side: a TCP listener and dialers, Noise sessions with
+ * other members (XXpsk0, psk from the network key, the static key checked
+ * against the membership), one sync session per connected member, pairing
+ * as sponsor (a code or QR secret, CPace-keyed Noise) and joining.
+ *
+ * First frame of a connection, from the dialer:
+ *   0x01 | Noise XXpsk0 message 1                 member session
+ *   0x02 | sid 16 | CPace message                 pairing with the 8-digit code
+ *   0x03 | sid 16 | CPace message                 pairing with the QR secret
+ * and for pairing the sponsor answers with its CPace message; after that
+ * every frame is a Noise message. Nothing else is ever answered.
+ */
+#ifndef PKS_AGENT_NET_H
+#define PKS_AGENT_NET_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "agent/vault.h"
+#include "common/log.h"
+
+#define NET_PEERS_MAX 64
+#define NET_PAIR_TRIES 5
+#define NET_PAIR_DEFAULT_TIMEOUT_S 300
+#define NET_JOIN_TIMEOUT_MS 30000
+#define NET_HANDSHAKE_TIMEOUT_MS 15000
+
+struct net;
+
+struct net_options {
+	const char *listen;       /* "ADDR:PORT"; NULL: no listener */
+	const char *const *peers; /* static peers */
+	size_t n_peers;
+	struct pks_logger log;
+};
+
+int net_new(uv_loop_t *loop, struct vault *v, const struct net_options *opt, struct net **out);
+/* Closes every connection and frees (asynchronously for libuv handles). */
+void net_free(struct net *n);
+/*
+ * Starts member networking when the vault is unlocked: dialers for the
+ * static and remembered peers. Safe to call again (after unlock, join).
+ */
+int net_start(struct net *n);
+/* Ends every member session (lock). */
+void net_stop_sessions(struct net *n);
+/* A local change: push it to every synced peer. */
+void net_local_change(struct net *n);
+/* The listener's port (0 when none). */
+uint16_t net_listen_port(const struct net *n);
+
+/* status --json "peers" and "transports". */
+json_t *net_peers_json(struct net *n);
+
+/* Sponsor side. The code and QR text are ready when net_pair_start returns. */
+typedef void (*net_pair_fn)(void *user, int err, const char *sentence, const uint8_t device_id[32],
+			    const char *name);
+int net_pair_start(struct net *n, uint64_t timeout_ms, net_pair_fn fn, void *user, char code[9],
+		   char *qr, size_t qr_cap, json_t **addrs);
+void net_pair_cancel(struct net *n);
+
+/* Joining: secret is the 8-digit code or a QR payload. */
+typedef void (*net_join_fn)(void *user, int err, const char *sentence);
+struct net_join_request {
+	const char *code; /* or NULL */
+	const char *qr;   /* or NULL */
+	const char *peer; /* ADDR:PORT, or NULL when the QR has one */
+	const char *name;
+	const char *passphrase; /* NULL: key file */
+	size_t passphrase_len;
+};
+int net_join(struct net *n, const struct net_join_request *req, net_join_fn fn, void *user,
+	     char *err, size_t err_len);
+
+/*
+ * sync: redials every peer now; with wait, fn is called once every
+ * connected member has reported our digest (or at the timeout, with
+ * PKS_ERR_TIMEOUT). Without wait fn is called at once.
+ */
+typedef void (*net_sync_fn)(void *user, int err, size_t peers);
+int net_sync(struct net *n, bool wait, uint64_t timeout_ms, net_sync_fn fn, void *user);
+
+/* Byte counters of member sessions since start (for the benchmark). */
+void net_counters(const struct net *n, uint64_t *bytes_in, uint64_t *bytes_out, uint64_t *sessions);
+
+#endif

@@ -1,0 +1,560 @@
+/*
+ * The vault as a sync replica (struct sync_replica_ops), and the membership
+ * changes a device makes: adding a paired device, revoking one.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/vault-internal.h"
+#include "common/err.h"
+
+#define VAULT_PSK_CONTEXT "pksync member psk v1"
+
+/* ---- identities and bundles ---- */
+
+int vault_identity_new(struct vault_identity **out)
+{
+	struct vault_identity *id = sodium_malloc(sizeof(*id));
+
+	if (id == NULL)
+		return PKS_ERR_NOMEM;
+	crypto_sign_keypair(id->sign_pk, id->sign_sk);
+	randombytes_buf(id->dh_sk, sizeof(id->dh_sk));
+	crypto_scalarmult_base(id->dh_pk, id->dh_sk);
+	*out = id;
+	return PKS_OK;
+}
+
+void vault_identity_free(struct vault_identity *id)
+{
+	if (id != NULL)
+		sodium_free(id);
+}
+
+int vault_join_bundle_new(struct vault *v, struct vault_join_bundle **out)
+{
+	struct vault_join_bundle *b;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	b = sodium_malloc(sizeof(*b));
+	if (b == NULL)
+		return PKS_ERR_NOMEM;
+	sodium_memzero(b, sizeof(*b));
+	memcpy(b->vault_id, v->vault_id, VAULT_ID_LEN);
+	memcpy(b->network_key, v->sec->network_key, 32);
+	memcpy(b->id_key, v->sec->id_key, 32);
+	b->n_epochs = v->sec->n_epochs;
+	for (size_t i = 0; i < v->sec->n_epochs; i++) {
+		b->epochs[i].epoch = v->sec->epochs[i].epoch;
+		memcpy(b->epochs[i].key, v->sec->epochs[i].key, 32);
+	}
+	*out = b;
+	return PKS_OK;
+}
+
+void vault_join_bundle_free(struct vault_join_bundle *b)
+{
+	if (b != NULL)
+		sodium_free(b);
+}
+
+/* ---- accessors ---- */
+
+const struct membership *vault_membership(const struct vault *v)
+{
+	return v->memb;
+}
+
+int vault_member_psk(const struct vault *v, uint8_t out[32])
+{
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	crypto_generichash(out, 32, (const uint8_t *)VAULT_PSK_CONTEXT,
+			   sizeof(VAULT_PSK_CONTEXT) - 1, v->sec->network_key, 32);
+	return PKS_OK;
+}
+
+const uint8_t *vault_dh_pk(const struct vault *v)
+{
+	return v->sec ? v->sec->dh_pk : NULL;
+}
+
+const uint8_t *vault_dh_sk(const struct vault *v)
+{
+	return v->sec ? v->sec->dh_sk : NULL;
+}
+
+uint64_t vault_skipped(const struct vault *v)
+{
+	return v->skipped;
+}
+
+int vault_remember_peer(struct vault *v, const char *addr)
+{
+	return store_peer_put(v->store, addr, vault_wall_ms());
+}
+
+int vault_peers_foreach(struct vault *v, int (*fn)(void *user, const char *addr), void *user)
+{
+	return store_peers_foreach(v->store, fn, user);
+}
+
+struct vault_find_ctx {
+	const char *what;
+	size_t n;
+	bool by_name;
+	int matches;
+	struct membership_device found;
+};
+
+static int vault_find_device_one(void *user, const struct membership_device *d)
+{
+	struct vault_find_ctx *c = user;
+	char hex[2 * DEVICE_ID_LEN + 1];
+
+	if (c->by_name) {
+		if (strcmp(d->name, c->what) != 0)
+			return PKS_OK;
+	} else {
+		sodium_bin2hex(hex, sizeof(hex), d->device_id, DEVICE_ID_LEN);
+		if (strncasecmp(hex, c->what, c->n) != 0)
+			return PKS_OK;
+	}
+	c->matches++;
+	c->found = *d;
+	return PKS_OK;
+}
+
+int vault_find_device(const struct vault *v, const char *what, struct membership_device *out)
+{
+	struct vault_find_ctx c;
+	int r;
+
+	if (v->memb == NULL)
+		return PKS_ERR_LOCKED;
+	memset(&c, 0, sizeof(c));
+	c.what = what;
+	c.n = strlen(what);
+	if (c.n == 0 || c.n > 2 * DEVICE_ID_LEN)
+		return PKS_ERR_INVALID;
+	/* A hex prefix first; a name when no id matches. */
+	c.by_name = c.n < 4 || strspn(what, "0123456789abcdefABCDEF") != c.n;
+	r = membership_foreach_device(v->memb, vault_find_device_one, &c);
+	if (r == PKS_OK && c.matches == 0 && !c.by_name) {
+		c.by_name = true;
+		r = membership_foreach_device(v->memb, vault_find_device_one, &c);
+	}
+	if (r != PKS_OK)
+		return r;
+	if (c.matches == 0)
+		return PKS_ERR_NOT_FOUND;
+	if (c.matches > 1)
+		return PKS_ERR_AMBIGUOUS;
+	*out = c.found;
+	return PKS_OK;
+}
+
+/* ---- membership changes ---- */
+
+/* Opens every epoch key sealed to this device that is not known yet. */
+static int vault_open_new_epochs(struct vault *v)
+{
+	uint32_t top = membership_epoch(v->memb);
+	uint8_t *key = sodium_malloc(32);
+	int r = PKS_OK;
+
+	if (key == NULL)
+		return PKS_ERR_NOMEM;
+	for (uint32_t e = 2; e <= top && r == PKS_OK; e++) {
+		if (vault_epoch_key(v, e) != NULL)
+			continue;
+		if (membership_epoch_key(v->memb, e, v->sec->dh_pk, v->sec->dh_sk, key) != PKS_OK)
+			continue;
+		r = vault_epoch_save(v, e, key);
+	}
+	sodium_free(key);
+	return r;
+}
+
+/*
+ * Strong remove: drops every stored version a revoked device wrote after
+ * its cutoff. Returns through *changed whether anything was deleted.
+ */
+static int vault_apply_revocations(struct vault *v, bool *changed)
+{
+	int r = PKS_OK;
+
+	for (size_t i = 0; i < v->n_authors && r == PKS_OK; i++) {
+		uint64_t held = v->authors[i].seq, lo = 0, hi = held, deleted = 0;
+		if (held == 0 || membership_version_admissible(v->memb, v->authors[i].id, held))
+			continue;
+		/* The largest admissible seq: versions are admissible up to a cutoff. */
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo + 1) / 2;
+			if (membership_version_admissible(v->memb, v->authors[i].id, mid))
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		r = store_versions_delete_above(v->store, v->authors[i].id, lo, &deleted);
+		if (r == PKS_OK && deleted > 0) {
+			pks_log(&v->log, PKS_LOG_INFO,
+				"vault: dropped %llu versions a revoked device wrote after its "
+				"revocation",
+				(unsigned long long)deleted);
+			*changed = true;
+		}
+	}
+	return r;
+}
+
+/* Rotates to a fresh data key when a revoked device may know the current one. */
+static int vault_rotate_if_needed(struct vault *v)
+{
+	uint8_t *key;
+	uint8_t *op = NULL;
+	size_t op_len = 0;
+	int r;
+
+	if (!membership_rotate_needed(v->memb) || !membership_is_member(v->memb, v->device_id))
+		return PKS_OK;
+	key = sodium_malloc(32);
+	if (key == NULL)
+		return PKS_ERR_NOMEM;
+	randombytes_buf(key, 32);
+	r = membership_rotate(v->memb, v->sec->sign_sk, key, vault_wall_ms(), &op, &op_len);
+	free(op);
+	if (r == PKS_OK)
+		r = vault_memb_persist(v);
+	/* Of concurrent rotations one wins everywhere; open whichever won. */
+	if (r == PKS_OK)
+		r = vault_open_new_epochs(v);
+	sodium_free(key);
+	return r;
+}
+
+/* After membership changed: persist, open new epoch keys, strong remove. */
+static int vault_after_membership(struct vault *v, bool *reload)
+{
+	int r = vault_memb_persist(v);
+
+	if (r == PKS_OK)
+		r = vault_open_new_epochs(v);
+	if (r == PKS_OK)
+		r = vault_apply_revocations(v, reload);
+	return r;
+}
+
+int vault_add_device(struct vault *v, const uint8_t sign_pk[32], const uint8_t dh_pk[32],
+		     const char *name, uint8_t device_id[DEVICE_ID_LEN])
+{
+	uint8_t *op = NULL;
+	size_t op_len = 0;
+	int r;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	r = store_begin(v->store);
+	if (r != PKS_OK)
+		return r;
+	r = membership_add_device(v->memb, v->sec->sign_sk, sign_pk, dh_pk, name, vault_wall_ms(),
+				  &op, &op_len);
+	free(op);
+	if (r == PKS_OK)
+		r = vault_memb_persist(v);
+	if (r == PKS_OK)
+		r = store_commit(v->store);
+	if (r != PKS_OK) {
+		store_rollback(v->store);
+		return r;
+	}
+	record_device_id(sign_pk, device_id);
+	pks_log(&v->log, PKS_LOG_INFO, "vault: added a device");
+	return PKS_OK;
+}
+
+int vault_revoke(struct vault *v, const uint8_t device_id[DEVICE_ID_LEN])
+{
+	uint8_t *op = NULL;
+	size_t op_len = 0;
+	bool reload = false;
+	int r;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	if (sodium_memcmp(device_id, v->device_id, DEVICE_ID_LEN) == 0)
+		return PKS_ERR_INVALID;
+	if (!membership_is_member(v->memb, device_id))
+		return PKS_ERR_NOT_FOUND;
+	r = store_begin(v->store);
+	if (r != PKS_OK)
+		return r;
+	r = membership_revoke(v->memb, v->sec->sign_sk, device_id, vault_author_seq(v, device_id),
+			      vault_wall_ms(), &op, &op_len);
+	free(op);
+	if (r == PKS_OK)
+		r = vault_after_membership(v, &reload);
+	if (r == PKS_OK)
+		r = vault_rotate_if_needed(v);
+	if (r == PKS_OK)
+		r = store_commit(v->store);
+	if (r != PKS_OK) {
+		store_rollback(v->store);
+		/* Memory may be ahead of the store: rebuild membership and records. */
+		vault_lock(v);
+		pks_log(&v->log, PKS_LOG_ERROR, "vault: revocation failed; vault locked");
+		return r;
+	}
+	if (reload)
+		r = vault_reload(v);
+	pks_log(&v->log, PKS_LOG_INFO, "vault: revoked a device and rotated the data key");
+	return r;
+}
+
+/* ---- the replica ---- */
+
+static size_t replica_memb_heads(void *replica, uint8_t heads[][SYNC_ID_LEN], size_t max)
+{
+	struct vault *v = replica;
+
+	return membership_heads(v->memb, heads, max);
+}
+
+static void replica_memb_digest(void *replica, uint8_t out[SYNC_DIGEST_LEN])
+{
+	struct vault *v = replica;
+
+	membership_digest(v->memb, out);
+}
+
+struct replica_emit {
+	sync_emit_fn emit;
+	void *ctx;
+};
+
+static int replica_memb_emit(void *user, const uint8_t id[32], const uint8_t *op, size_t len)
+{
+	struct replica_emit *e = user;
+
+	(void)id;
+	return e->emit(e->ctx, op, len);
+}
+
+static int replica_memb_missing(void *replica, const uint8_t (*peer_heads)[SYNC_ID_LEN], size_t n,
+				sync_emit_fn emit, void *ctx)
+{
+	struct vault *v = replica;
+	struct replica_emit e = {emit, ctx};
+	int r = membership_foreach_missing(v->memb, peer_heads, n, replica_memb_emit, &e);
+
+	return r == 1 ? PKS_OK : r;
+}
+
+static int replica_memb_apply(void *replica, const struct sync_blob *ops, size_t n)
+{
+	struct vault *v = replica;
+	bool reload = false;
+	int r;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	r = store_begin(v->store);
+	if (r != PKS_OK)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		int a = membership_apply(v->memb, ops[i].data, ops[i].len);
+		if (a != PKS_OK && a != PKS_ERR_PENDING)
+			pks_log(&v->log, PKS_LOG_WARN,
+				"vault: refused a membership operation from a peer: %s",
+				pks_strerror(a));
+	}
+	r = vault_after_membership(v, &reload);
+	if (r == PKS_OK)
+		r = vault_rotate_if_needed(v);
+	if (r == PKS_OK)
+		r = store_commit(v->store);
+	if (r != PKS_OK) {
+		store_rollback(v->store);
+		vault_lock(v);
+		pks_log(&v->log, PKS_LOG_ERROR, "vault: storing membership failed; vault locked");
+		return r;
+	}
+	return reload ? vault_reload(v) : PKS_OK;
+}
+
+static bool replica_peer_allowed(void *replica, const uint8_t peer[SYNC_ID_LEN])
+{
+	struct vault *v = replica;
+
+	return v->memb != NULL && membership_is_member(v->memb, peer) &&
+	       membership_is_member(v->memb, v->device_id);
+}
+
+static int replica_vector(void *replica, struct sync_vector *out)
+{
+	struct vault *v = replica;
+
+	out->n = 0;
+	for (size_t i = 0; i < v->n_authors; i++) {
+		if (v->authors[i].seq == 0)
+			continue;
+		if (out->n == SYNC_AUTHORS_MAX)
+			return PKS_ERR_TOO_LARGE;
+		memcpy(out->e[out->n].author, v->authors[i].id, SYNC_ID_LEN);
+		out->e[out->n].seq = v->authors[i].seq;
+		out->n++;
+	}
+	return PKS_OK;
+}
+
+static int replica_version_emit(void *user, const uint8_t record_id[16], const uint8_t author[32],
+				uint64_t seq, uint32_t epoch, const uint8_t *blob, size_t len)
+{
+	struct replica_emit *e = user;
+
+	(void)record_id, (void)author, (void)seq, (void)epoch;
+	return e->emit(e->ctx, blob, len);
+}
+
+static int replica_versions_after(void *replica, const uint8_t author[SYNC_ID_LEN],
+				  uint64_t after_seq, sync_emit_fn emit, void *ctx)
+{
+	struct vault *v = replica;
+	struct replica_emit e = {emit, ctx};
+	int r = store_versions_after(v->store, author, after_seq, replica_version_emit, &e);
+
+	return r == 1 ? PKS_OK : r;
+}
+
+/*
+ * One received version: checks, store, merge. An error with *fatal false
+ * means skip this version; with *fatal true (store, memory) the batch fails.
+ */
+static int replica_apply_one(struct vault *v, const uint8_t *blob, size_t len, bool *fatal)
+{
+	struct record_sealed_header h;
+	struct record_version *ver = NULL;
+	uint64_t held;
+	int r = record_sealed_peek(blob, len, &h);
+
+	if (r != PKS_OK)
+		return r;
+	held = vault_author_seq(v, h.author);
+	if (h.seq <= held)
+		return PKS_ERR_EXISTS;
+	if (h.seq != held + 1)
+		return PKS_ERR_STATE;
+	r = vault_open_sealed(v, blob, len, &h, &ver);
+	if (r == PKS_OK && ver->op == RECORD_OP_CREATE)
+		r = record_version_check_id(ver, v->sec->id_key);
+	if (r == PKS_OK)
+		r = store_version_put(v->store, h.record_id, h.author, h.seq, h.epoch, blob, len);
+	if (r == PKS_OK)
+		r = vault_author_set(v, h.author, h.seq);
+	if (r == PKS_OK)
+		r = vault_merge_version(v, ver);
+	*fatal = r == PKS_ERR_DB || r == PKS_ERR_NOMEM;
+	record_version_free(ver);
+	return r;
+}
+
+static int replica_versions_apply(void *replica, const struct sync_blob *versions, size_t n)
+{
+	struct vault *v = replica;
+	size_t skipped = 0;
+	int r;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	r = store_begin(v->store);
+	if (r != PKS_OK)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		bool fatal = false;
+		int a = replica_apply_one(v, versions[i].data, versions[i].len, &fatal);
+		if (fatal) {
+			r = a;
+			break;
+		}
+		if (a != PKS_OK && a != PKS_ERR_EXISTS)
+			skipped++;
+	}
+	if (r == PKS_OK)
+		r = store_commit(v->store);
+	if (r != PKS_OK) {
+		store_rollback(v->store);
+		if (vault_reload(v) != PKS_OK)
+			pks_log(&v->log, PKS_LOG_ERROR,
+				"vault: reload after a failed batch failed");
+		return r;
+	}
+	if (skipped > 0) {
+		v->skipped += skipped;
+		pks_log(&v->log, PKS_LOG_WARN,
+			"vault: skipped %zu received versions (not admissible, out of order or "
+			"not opening)",
+			skipped);
+	}
+	return PKS_OK;
+}
+
+static void replica_digest(void *replica, uint8_t out[SYNC_DIGEST_LEN])
+{
+	vault_digest(replica, out);
+}
+
+struct replica_chain {
+	uint64_t seq;
+	uint8_t hash[32];
+};
+
+static int replica_chain_step(void *user, const uint8_t record_id[16], const uint8_t author[32],
+			      uint64_t seq, uint32_t epoch, const uint8_t *blob, size_t len)
+{
+	struct replica_chain *c = user;
+	crypto_generichash_state st;
+	uint8_t h[32];
+
+	(void)record_id, (void)author, (void)epoch;
+	if (seq != c->seq + 1)
+		return 1;
+	crypto_generichash(h, sizeof(h), blob, len, NULL, 0);
+	crypto_generichash_init(&st, NULL, 0, 32);
+	crypto_generichash_update(&st, c->hash, 32);
+	crypto_generichash_update(&st, h, 32);
+	crypto_generichash_final(&st, c->hash, 32);
+	c->seq = seq;
+	return PKS_OK;
+}
+
+static int replica_author_summary(void *replica, const uint8_t author[SYNC_ID_LEN], uint64_t *seq,
+				  uint8_t hash[SYNC_DIGEST_LEN])
+{
+	struct vault *v = replica;
+	struct replica_chain c;
+	int r;
+
+	memset(&c, 0, sizeof(c));
+	r = store_versions_after(v->store, author, 0, replica_chain_step, &c);
+	if (r != PKS_OK && r != 1)
+		return r;
+	*seq = c.seq;
+	memcpy(hash, c.hash, 32);
+	return PKS_OK;
+}
+
+const struct sync_replica_ops vault_replica_ops = {
+    .memb_heads = replica_memb_heads,
+    .memb_digest = replica_memb_digest,
+    .memb_missing = replica_memb_missing,
+    .memb_apply = replica_memb_apply,
+    .peer_allowed = replica_peer_allowed,
+    .vector = replica_vector,
+    .versions_after = replica_versions_after,
+    .versions_apply = replica_versions_apply,
+    .digest = replica_digest,
+    .author_summary = replica_author_summary,
+};
