@@ -26,12 +26,25 @@
 #define VAULT_CREDENTIAL_ID_LEN 32
 #define VAULT_USER_HANDLE_LEN 16
 
+/*
+ * Wall time in ms. PKSYNC_CLOCK_OFFSET_MS (signed) shifts it: the tests use it
+ * to give one device a wrong clock; nothing else should set it.
+ */
 uint64_t vault_wall_ms(void)
 {
+	static int64_t offset;
+	static bool offset_read;
 	struct timespec ts;
+	int64_t now;
 
+	if (!offset_read) {
+		const char *e = getenv("PKSYNC_CLOCK_OFFSET_MS");
+		offset = e != NULL ? strtoll(e, NULL, 10) : 0;
+		offset_read = true;
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + offset;
+	return now > 0 ? (uint64_t)now : 1;
 }
 
 /* ---- the in-memory record table ---- */
