@@ -524,8 +524,8 @@ static void net_hs_read(struct net_session *s, const uint8_t *body, size_t len)
 {
 	uint8_t payload[64], rs[32];
 	size_t payload_len = 0;
-	int r = noise_handshake_read_message(s->hs, body, len, payload, sizeof(payload),
-					     &payload_len);
+	int r =
+	    noise_handshake_read_message(s->hs, body, len, payload, sizeof(payload), &payload_len);
 
 	if (r != PKS_OK) {
 		/* A wrong psk: not a member of this vault, or a wrong pairing code. */

@@ -161,10 +161,16 @@ run --json --state-dir "$state" show zz
 check "--json usage error: {\"error\": ...} on stdout, exit 2" eval '[ "$rc" -eq 2 ] &&
 	json_error_shape'
 run --state-dir "$state" pair --timeout 30
-check "pair: not implemented yet, exit 1" eval 'plain_error && err_has "not implemented yet"'
-run --state-dir "$state" join 12345678 --peer 10.0.0.1:7393 --name x --no-passphrase
-check "join parses its flags, then: not implemented yet" eval 'plain_error &&
-	err_has "not implemented yet"'
+check "pair without an agent: exit 1, says how to start it" eval 'plain_error &&
+	err_has "cannot reach pksync-agent"'
+run --state-dir "$state" pair --timeout 4000
+check "pair --timeout over an hour: exit 2" usage_error
+run --state-dir "$state" join 12345678 --qr pksync1:00 --peer 10.0.0.1:7393 --no-passphrase
+check "join with both CODE and --qr: exit 2" eval 'usage_error && err_has "one of them"'
+run --state-dir "$state" join --peer 10.0.0.1:7393 --no-passphrase
+check "join with neither CODE nor --qr: exit 2" usage_error
+run --state-dir "$state" join 12345678 --passphrase-file x --no-passphrase
+check "join --passphrase-file with --no-passphrase: exit 2" usage_error
 
 ########## argument limits, checked before anything is sent
 
