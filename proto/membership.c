@@ -4,15 +4,15 @@
  * and each op carries the bitset of its ancestors, so "is a an ancestor of
  * b" is one bit test.
  *
- * Acceptance (membership_apply) looks only at an op's causal past, which is
- * fixed once the op is applied, so it is decided once. Effectiveness (strong
- * remove) depends on concurrent ops too and is recomputed from scratch after
- * every change: a three-valued fixpoint (Kleene) over all ops, where an op
- * is IN when its author's ADD it relies on is IN and no IN REVOKE of its
- * author is concurrent with it, OUT when either is certainly false. Cycles
- * of concurrent revokes leave some REVOKEs undecided: those all count
- * (removal wins in doubt) and the rest is decided again. The result depends
- * only on the set of ops.
+ * Acceptance (membership_apply) solves the view of the op's causal past,
+ * which is fixed once the op is applied, so it is decided once. Whether an
+ * op counts (strong remove) depends on concurrent ops too and is solved
+ * again over all ops after every change: a three-valued (Kleene) least
+ * fixpoint, where an op is IN when the ADD of its author it descends from
+ * is IN and no IN REVOKE of its author is concurrent with it, OUT when
+ * either is certainly false. What stays undecided waits on a cycle through
+ * REVOKEs; the REVOKEs on such cycles (found with Tarjan's algorithm) are
+ * set IN and the fixpoint runs again. The result depends only on the set.
  */
 #include "proto/membership.h"
 
@@ -94,7 +94,6 @@ struct memb_node {
 	uint32_t author_dev;
 	uint32_t target_dev;
 	bool has_child;
-	enum memb_status status;
 };
 
 struct memb_u32v {
@@ -119,11 +118,22 @@ struct memb_pending {
 	struct memb_op op;
 };
 
+/* Scratch arrays for memb_solve(), one entry per node. */
+struct memb_work {
+	int32_t *index, *low;
+	uint32_t *stack;
+	uint8_t *on, *force;
+	size_t cap;
+};
+
 struct membership {
 	bool has_genesis;
+	struct memb_work *work;
 	uint8_t vault_id[MEMBERSHIP_VAULT_ID_LEN];
 	struct memb_node **nodes;
 	size_t n_nodes, cap_nodes;
+	uint8_t *st; /* status of each node in the full view */
+	size_t cap_st;
 	uint32_t *table; /* op id hash -> node index + 1 */
 	struct memb_dev **devs;
 	size_t n_devs, cap_devs;
@@ -148,6 +158,26 @@ static bool memb_bit(const uint64_t *set, size_t i)
 static void memb_set_bit(uint64_t *set, size_t i)
 {
 	set[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+/*
+ * An array of items of size bytes with room for need of them: arr itself,
+ * or a larger copy (*cap updated), NULL when out of memory (arr untouched).
+ */
+static void *memb_grow(void *arr, size_t size, size_t need, size_t *cap)
+{
+	void *p;
+	size_t c;
+
+	if (need <= *cap)
+		return arr;
+	c = *cap ? *cap * 2 : 16;
+	while (c < need)
+		c *= 2;
+	p = realloc(arr, c * size);
+	if (p != NULL)
+		*cap = c;
+	return p;
 }
 
 static int memb_u32v_reserve(struct memb_u32v *v, size_t extra)
@@ -827,7 +857,8 @@ int membership_new(struct membership **out)
 	if (m == NULL)
 		goto out;
 	m->table = calloc(MEMB_TABLE_SIZE, sizeof(*m->table));
-	if (m->table == NULL)
+	m->work = calloc(1, sizeof(*m->work));
+	if (m->table == NULL || m->work == NULL)
 		goto out;
 	m->epoch = 1;
 	*out = m;
@@ -836,6 +867,50 @@ int membership_new(struct membership **out)
 out:
 	membership_free(m);
 	return r;
+}
+
+static void memb_work_free(struct memb_work *w)
+{
+	if (w == NULL)
+		return;
+	free(w->index);
+	free(w->low);
+	free(w->stack);
+	free(w->on);
+	free(w->force);
+	free(w);
+}
+
+/* Room for n nodes in every scratch array; NOMEM leaves w usable. */
+static int memb_work_reserve(struct memb_work *w, size_t n)
+{
+	size_t cap = w->cap, c;
+	void *p;
+
+	if (n <= w->cap)
+		return PKS_OK;
+	c = cap;
+	if ((p = memb_grow(w->index, sizeof(*w->index), n, &c)) == NULL)
+		return PKS_ERR_NOMEM;
+	w->index = p;
+	c = cap;
+	if ((p = memb_grow(w->low, sizeof(*w->low), n, &c)) == NULL)
+		return PKS_ERR_NOMEM;
+	w->low = p;
+	c = cap;
+	if ((p = memb_grow(w->stack, sizeof(*w->stack), n, &c)) == NULL)
+		return PKS_ERR_NOMEM;
+	w->stack = p;
+	c = cap;
+	if ((p = memb_grow(w->on, 1, n, &c)) == NULL)
+		return PKS_ERR_NOMEM;
+	w->on = p;
+	c = cap;
+	if ((p = memb_grow(w->force, 1, n, &c)) == NULL)
+		return PKS_ERR_NOMEM;
+	w->force = p;
+	w->cap = c;
+	return PKS_OK;
 }
 
 static void memb_pending_free(struct memb_pending *p)
@@ -857,6 +932,7 @@ void membership_free(struct membership *m)
 		free(m->nodes[i]);
 	}
 	free(m->nodes);
+	free(m->st);
 	for (size_t i = 0; i < m->n_devs; i++) {
 		free(m->devs[i]->adds.v);
 		free(m->devs[i]->revokes.v);
@@ -869,6 +945,7 @@ void membership_free(struct membership *m)
 	free(m->rotates.v);
 	free(m->sorted_devs);
 	free(m->table);
+	memb_work_free(m->work);
 	free(m);
 }
 
@@ -911,78 +988,274 @@ static uint32_t memb_find_dev(const struct membership *m, const uint8_t device_i
 	return MEMB_NONE;
 }
 
-static bool memb_any_in(const struct memb_u32v *v, const uint64_t *anc)
+/* ---- evaluation ---- */
+
+/*
+ * A view: the ops in mask (a causally closed set; NULL means all) and their
+ * statuses st (enum memb_status), indexed by node.
+ */
+struct memb_view {
+	const uint64_t *mask;
+	uint8_t *st;
+};
+
+static bool memb_in_view(const struct memb_view *v, uint32_t i)
 {
-	for (size_t i = 0; i < v->n; i++)
-		if (memb_bit(anc, v->v[i]))
+	return v->mask == NULL || memb_bit(v->mask, i);
+}
+
+/*
+ * Whether REVOKE rv (of i's author) removes op i when it counts: it is in
+ * the view, is not i, is not a descendant of i, and is not the other half
+ * of a concurrent mutual revoke.
+ */
+static bool memb_may_remove(const struct membership *m, const struct memb_view *v, uint32_t i,
+			    uint32_t rv)
+{
+	const struct memb_node *n = m->nodes[i], *rn = m->nodes[rv];
+
+	if (rv == i || !memb_in_view(v, rv) || memb_bit(rn->anc, i))
+		return false;
+	/* Concurrent mutual revokes do not cancel each other. */
+	return !(n->op.kind == MEMBERSHIP_REVOKE && n->target_dev == rn->author_dev);
+}
+
+static enum memb_status memb_eval(const struct membership *m, const struct memb_view *v, uint32_t i)
+{
+	const struct memb_node *n = m->nodes[i];
+	const struct memb_dev *dev = m->devs[n->author_dev];
+	enum memb_status chain = MEMB_OUT, removal = MEMB_OUT;
+
+	if (n->op.kind == MEMBERSHIP_GENESIS)
+		return MEMB_IN;
+	for (size_t k = 0; k < dev->adds.n && chain != MEMB_IN; k++) {
+		uint32_t a = dev->adds.v[k];
+
+		if (!memb_bit(n->anc, a))
+			continue;
+		if (v->st[a] == MEMB_IN)
+			chain = MEMB_IN;
+		else if (v->st[a] == MEMB_UNDEC)
+			chain = MEMB_UNDEC;
+	}
+	if (chain == MEMB_OUT)
+		return MEMB_OUT;
+	for (size_t k = 0; k < dev->revokes.n && removal != MEMB_IN; k++) {
+		uint32_t rv = dev->revokes.v[k];
+
+		if (!memb_may_remove(m, v, i, rv))
+			continue;
+		if (v->st[rv] == MEMB_IN)
+			removal = MEMB_IN;
+		else if (v->st[rv] == MEMB_UNDEC)
+			removal = MEMB_UNDEC;
+	}
+	if (removal == MEMB_IN)
+		return MEMB_OUT;
+	if (chain == MEMB_IN && removal == MEMB_OUT)
+		return MEMB_IN;
+	return MEMB_UNDEC;
+}
+
+static void memb_fixpoint(const struct membership *m, struct memb_view *v)
+{
+	bool changed = true;
+
+	while (changed) {
+		changed = false;
+		for (uint32_t i = 0; i < m->n_nodes; i++) {
+			enum memb_status s;
+
+			if (!memb_in_view(v, i) || v->st[i] != MEMB_UNDEC)
+				continue;
+			s = memb_eval(m, v, i);
+			if (s != MEMB_UNDEC) {
+				v->st[i] = (uint8_t)s;
+				changed = true;
+			}
+		}
+	}
+}
+
+/*
+ * Tarjan's strongly connected components over the undecided ops, an edge
+ * going from an op to each undecided op its status waits for. Every cycle
+ * holds a REVOKE (ancestry alone is acyclic); those get force[] set.
+ */
+struct memb_tarjan {
+	const struct membership *m;
+	const struct memb_view *v;
+	int32_t next;
+	size_t sp;
+};
+
+static void memb_strongconnect(struct memb_tarjan *t, uint32_t i);
+
+static void memb_tarjan_edge(struct memb_tarjan *t, uint32_t i, uint32_t j)
+{
+	struct memb_work *w = t->m->work;
+
+	if (w->index[j] < 0) {
+		memb_strongconnect(t, j);
+		if (w->low[j] < w->low[i])
+			w->low[i] = w->low[j];
+	} else if (w->on[j] && w->index[j] < w->low[i]) {
+		w->low[i] = w->index[j];
+	}
+}
+
+static void memb_strongconnect(struct memb_tarjan *t, uint32_t i)
+{
+	const struct membership *m = t->m;
+	const struct memb_view *v = t->v;
+	const struct memb_node *n = m->nodes[i];
+	const struct memb_dev *dev = m->devs[n->author_dev];
+	struct memb_work *w = m->work;
+	size_t base;
+
+	w->index[i] = w->low[i] = t->next++;
+	base = t->sp;
+	w->stack[t->sp++] = i;
+	w->on[i] = 1;
+	if (n->op.kind != MEMBERSHIP_GENESIS) {
+		for (size_t k = 0; k < dev->adds.n; k++) {
+			uint32_t a = dev->adds.v[k];
+
+			if (memb_bit(n->anc, a) && v->st[a] == MEMB_UNDEC)
+				memb_tarjan_edge(t, i, a);
+		}
+		for (size_t k = 0; k < dev->revokes.n; k++) {
+			uint32_t rv = dev->revokes.v[k];
+
+			if (memb_may_remove(m, v, i, rv) && v->st[rv] == MEMB_UNDEC)
+				memb_tarjan_edge(t, i, rv);
+		}
+	}
+	if (w->low[i] != w->index[i])
+		return;
+	/* i roots a component: the stack above base (i first). */
+	for (size_t k = base; k < t->sp; k++) {
+		uint32_t j = w->stack[k];
+
+		w->on[j] = 0;
+		w->force[j] = t->sp - base > 1 && m->nodes[j]->op.kind == MEMBERSHIP_REVOKE;
+	}
+	t->sp = base;
+}
+
+/*
+ * Decides every op of the view: the least fixpoint, then, for revokes
+ * waiting on each other in a cycle (a revoked device's concurrent revoke of
+ * its revoker, through puppets or not), removal wins: every REVOKE on a
+ * cycle counts, and the rest follows.
+ */
+static void memb_solve(const struct membership *m, struct memb_view *v)
+{
+	struct memb_work *w = m->work;
+	bool undecided = true;
+
+	for (uint32_t i = 0; i < m->n_nodes; i++)
+		v->st[i] = memb_in_view(v, i) ? MEMB_UNDEC : MEMB_OUT;
+	memb_fixpoint(m, v);
+	while (undecided) {
+		struct memb_tarjan t = {m, v, 0, 0};
+		bool forced = false;
+
+		undecided = false;
+		for (uint32_t i = 0; i < m->n_nodes; i++) {
+			w->index[i] = -1;
+			w->on[i] = 0;
+			w->force[i] = 0;
+		}
+		for (uint32_t i = 0; i < m->n_nodes; i++)
+			if (v->st[i] == MEMB_UNDEC && w->index[i] < 0)
+				memb_strongconnect(&t, i);
+		for (uint32_t i = 0; i < m->n_nodes; i++) {
+			if (w->force[i]) {
+				v->st[i] = MEMB_IN;
+				forced = true;
+			}
+		}
+		if (!forced)
+			break;
+		memb_fixpoint(m, v);
+		for (uint32_t i = 0; i < m->n_nodes && !undecided; i++)
+			undecided = v->st[i] == MEMB_UNDEC;
+	}
+	for (uint32_t i = 0; i < m->n_nodes; i++)
+		if (v->st[i] == MEMB_UNDEC)
+			v->st[i] = MEMB_OUT;
+}
+
+static bool memb_view_any(const struct memb_view *v, const struct memb_u32v *list)
+{
+	for (size_t k = 0; k < list->n; k++)
+		if (memb_in_view(v, list->v[k]) && v->st[list->v[k]] == MEMB_IN)
 			return true;
 	return false;
 }
 
-/* A member of the causal past anc, ignoring strong remove (acceptance). */
-static bool memb_weak_member(const struct membership *m, uint32_t dev, const uint64_t *anc)
+static bool memb_view_member(const struct membership *m, const struct memb_view *v, uint32_t dev)
 {
-	return dev != MEMB_NONE && memb_any_in(&m->devs[dev]->adds, anc) &&
-	       !memb_any_in(&m->devs[dev]->revokes, anc);
-}
-
-/* The acceptance rules of an op whose parents are all applied. */
-static int memb_check(const struct membership *m, const struct memb_op *op, const uint64_t *anc,
-		      uint32_t author_dev, uint32_t target_dev)
-{
-	size_t members = 0;
-	uint32_t newest = 1;
-
-	if (!memb_weak_member(m, author_dev, anc))
-		return PKS_ERR_REJECTED;
-	switch (op->kind) {
-	case MEMBERSHIP_GENESIS:
-		return PKS_ERR_REJECTED;
-	case MEMBERSHIP_ADD:
-		/* Added before (maybe revoked since): never again. */
-		if (target_dev != MEMB_NONE && memb_any_in(&m->devs[target_dev]->adds, anc))
-			return PKS_ERR_REJECTED;
-		for (size_t i = 0; i < m->n_devs; i++)
-			members += memb_weak_member(m, (uint32_t)i, anc);
-		return members >= MEMBERSHIP_MEMBERS_MAX ? PKS_ERR_TOO_LARGE : PKS_OK;
-	case MEMBERSHIP_REVOKE:
-	case MEMBERSHIP_RENAME:
-		return memb_weak_member(m, target_dev, anc) ? PKS_OK : PKS_ERR_REJECTED;
-	case MEMBERSHIP_ROTATE:
-		for (size_t i = 0; i < m->rotates.n; i++) {
-			const struct memb_node *n = m->nodes[m->rotates.v[i]];
-
-			if (memb_bit(anc, m->rotates.v[i]) && n->op.epoch > newest)
-				newest = n->op.epoch;
-		}
-		if (op->epoch != (uint64_t)newest + 1)
-			return PKS_ERR_REJECTED;
-		for (size_t i = 0; i < op->n_seals; i++)
-			if (!memb_weak_member(m, memb_find_dev(m, op->seals[i].device_id), anc))
-				return PKS_ERR_REJECTED;
-		return PKS_OK;
-	}
-	return PKS_ERR_INTERNAL;
+	return dev != MEMB_NONE && memb_view_any(v, &m->devs[dev]->adds) &&
+	       !memb_view_any(v, &m->devs[dev]->revokes);
 }
 
 /*
- * An array of items of size bytes with room for need of them: arr itself,
- * or a larger copy (*cap updated), NULL when out of memory (arr untouched).
+ * The acceptance rules of an op whose parents are all applied, judged on
+ * the view of its causal past anc.
  */
-static void *memb_grow(void *arr, size_t size, size_t need, size_t *cap)
+static int memb_check(const struct membership *m, const struct memb_op *op, const uint64_t *anc,
+		      uint32_t author_dev, uint32_t target_dev)
 {
-	void *p;
-	size_t c;
+	struct memb_view v = {anc, NULL};
+	size_t members = 0;
+	uint32_t newest = 1;
+	int r = PKS_ERR_NOMEM;
 
-	if (need <= *cap)
-		return arr;
-	c = *cap ? *cap * 2 : 16;
-	while (c < need)
-		c *= 2;
-	p = realloc(arr, c * size);
-	if (p != NULL)
-		*cap = c;
-	return p;
+	v.st = malloc(m->n_nodes ? m->n_nodes : 1);
+	if (v.st == NULL)
+		goto out;
+	memb_solve(m, &v);
+	r = PKS_ERR_REJECTED;
+	if (!memb_view_member(m, &v, author_dev))
+		goto out;
+	switch (op->kind) {
+	case MEMBERSHIP_GENESIS:
+		goto out;
+	case MEMBERSHIP_ADD:
+		/* A member, or revoked: never (re-)added. */
+		if (target_dev != MEMB_NONE && (memb_view_any(&v, &m->devs[target_dev]->adds) ||
+						memb_view_any(&v, &m->devs[target_dev]->revokes)))
+			goto out;
+		for (size_t i = 0; i < m->n_devs; i++)
+			members += memb_view_member(m, &v, (uint32_t)i);
+		r = members >= MEMBERSHIP_MEMBERS_MAX ? PKS_ERR_TOO_LARGE : PKS_OK;
+		break;
+	case MEMBERSHIP_REVOKE:
+	case MEMBERSHIP_RENAME:
+		if (memb_view_member(m, &v, target_dev))
+			r = PKS_OK;
+		break;
+	case MEMBERSHIP_ROTATE:
+		for (size_t k = 0; k < m->rotates.n; k++) {
+			uint32_t i = m->rotates.v[k];
+
+			if (memb_in_view(&v, i) && v.st[i] == MEMB_IN &&
+			    m->nodes[i]->op.epoch > newest)
+				newest = m->nodes[i]->op.epoch;
+		}
+		if (op->epoch != (uint64_t)newest + 1)
+			goto out;
+		for (size_t k = 0; k < op->n_seals; k++)
+			if (!memb_view_member(m, &v, memb_find_dev(m, op->seals[k].device_id)))
+				goto out;
+		r = PKS_OK;
+		break;
+	}
+out:
+	free(v.st);
+	return r;
 }
 
 /*
@@ -1097,6 +1370,12 @@ static int memb_insert(struct membership *m, const uint8_t *raw, size_t len, con
 	if (grown == NULL)
 		goto out;
 	m->nodes = grown;
+	if (memb_work_reserve(m->work, m->n_nodes + 1) != PKS_OK)
+		goto out;
+	grown = memb_grow(m->st, 1, m->n_nodes + 1, &m->cap_st);
+	if (grown == NULL)
+		goto out;
+	m->st = grown;
 	grown = memb_grow(m->sorted_devs, sizeof(*m->sorted_devs), m->n_devs + 1, &m->cap_sorted);
 	if (grown == NULL)
 		goto out;
@@ -1143,69 +1422,6 @@ out:
 	return r;
 }
 
-/* ---- evaluation ---- */
-
-static enum memb_status memb_eval(const struct membership *m, uint32_t i)
-{
-	const struct memb_node *n = m->nodes[i];
-	const struct memb_dev *dev = m->devs[n->author_dev];
-	enum memb_status chain = MEMB_OUT, removal = MEMB_OUT;
-
-	if (n->op.kind == MEMBERSHIP_GENESIS)
-		return MEMB_IN;
-	for (size_t k = 0; k < dev->adds.n && chain != MEMB_IN; k++) {
-		uint32_t a = dev->adds.v[k];
-
-		if (!memb_bit(n->anc, a))
-			continue;
-		if (m->nodes[a]->status == MEMB_IN)
-			chain = MEMB_IN;
-		else if (m->nodes[a]->status == MEMB_UNDEC)
-			chain = MEMB_UNDEC;
-	}
-	if (chain == MEMB_OUT)
-		return MEMB_OUT;
-	for (size_t k = 0; k < dev->revokes.n && removal != MEMB_IN; k++) {
-		uint32_t rv = dev->revokes.v[k];
-		const struct memb_node *rn = m->nodes[rv];
-
-		if (rv == i || memb_bit(rn->anc, i))
-			continue;
-		/* Concurrent mutual revokes do not cancel each other. */
-		if (n->op.kind == MEMBERSHIP_REVOKE && n->target_dev == rn->author_dev)
-			continue;
-		if (rn->status == MEMB_IN)
-			removal = MEMB_IN;
-		else if (rn->status == MEMB_UNDEC)
-			removal = MEMB_UNDEC;
-	}
-	if (removal == MEMB_IN)
-		return MEMB_OUT;
-	if (chain == MEMB_IN && removal == MEMB_OUT)
-		return MEMB_IN;
-	return MEMB_UNDEC;
-}
-
-static void memb_fixpoint(struct membership *m)
-{
-	bool changed = true;
-
-	while (changed) {
-		changed = false;
-		for (uint32_t i = 0; i < m->n_nodes; i++) {
-			enum memb_status s;
-
-			if (m->nodes[i]->status != MEMB_UNDEC)
-				continue;
-			s = memb_eval(m, i);
-			if (s != MEMB_UNDEC) {
-				m->nodes[i]->status = s;
-				changed = true;
-			}
-		}
-	}
-}
-
 /* (depth, id) order: a < b */
 static bool memb_before(const struct memb_node *a, const struct memb_node *b)
 {
@@ -1214,29 +1430,20 @@ static bool memb_before(const struct memb_node *a, const struct memb_node *b)
 	return memcmp(a->id, b->id, 32) < 0;
 }
 
-static const struct membership *memb_sort_ctx;
-
-static int memb_dev_cmp(const void *a, const void *b)
+static int memb_dev_cmp(const void *a, const void *b, void *ctx)
 {
-	const struct memb_dev *x = memb_sort_ctx->devs[*(const uint32_t *)a];
-	const struct memb_dev *y = memb_sort_ctx->devs[*(const uint32_t *)b];
+	const struct membership *m = ctx;
+	const struct memb_dev *x = m->devs[*(const uint32_t *)a];
+	const struct memb_dev *y = m->devs[*(const uint32_t *)b];
 
 	return memcmp(x->device_id, y->device_id, 32);
 }
 
 static void memb_recompute(struct membership *m)
 {
-	for (uint32_t i = 0; i < m->n_nodes; i++)
-		m->nodes[i]->status = MEMB_UNDEC;
-	memb_fixpoint(m);
-	/* Removal wins in doubt: undecided revokes (cycles) all count. */
-	for (uint32_t i = 0; i < m->n_nodes; i++)
-		if (m->nodes[i]->status == MEMB_UNDEC && m->nodes[i]->op.kind == MEMBERSHIP_REVOKE)
-			m->nodes[i]->status = MEMB_IN;
-	memb_fixpoint(m);
-	for (uint32_t i = 0; i < m->n_nodes; i++)
-		if (m->nodes[i]->status == MEMB_UNDEC)
-			m->nodes[i]->status = MEMB_OUT;
+	struct memb_view v = {NULL, m->st};
+
+	memb_solve(m, &v);
 
 	m->n_sorted = 0;
 	m->n_members = 0;
@@ -1248,7 +1455,7 @@ static void memb_recompute(struct membership *m)
 		for (size_t k = 0; k < dev->adds.n; k++) {
 			uint32_t a = dev->adds.v[k];
 
-			if (m->nodes[a]->status == MEMB_IN &&
+			if (m->st[a] == MEMB_IN &&
 			    (dev->best_add == MEMB_NONE ||
 			     memb_before(m->nodes[a], m->nodes[dev->best_add])))
 				dev->best_add = a;
@@ -1256,7 +1463,7 @@ static void memb_recompute(struct membership *m)
 		for (size_t k = 0; k < dev->renames.n; k++) {
 			uint32_t a = dev->renames.v[k];
 
-			if (m->nodes[a]->status == MEMB_IN &&
+			if (m->st[a] == MEMB_IN &&
 			    (dev->best_rename == MEMB_NONE ||
 			     memb_before(m->nodes[dev->best_rename], m->nodes[a])))
 				dev->best_rename = a;
@@ -1264,7 +1471,7 @@ static void memb_recompute(struct membership *m)
 		for (size_t k = 0; k < dev->revokes.n; k++) {
 			uint32_t a = dev->revokes.v[k];
 
-			if (m->nodes[a]->status != MEMB_IN)
+			if (m->st[a] != MEMB_IN)
 				continue;
 			if (dev->first_revoke == MEMB_NONE ||
 			    memb_before(m->nodes[a], m->nodes[dev->first_revoke]))
@@ -1279,15 +1486,13 @@ static void memb_recompute(struct membership *m)
 		if (dev->visible)
 			m->sorted_devs[m->n_sorted++] = d;
 	}
-	memb_sort_ctx = m;
-	qsort(m->sorted_devs, m->n_sorted, sizeof(*m->sorted_devs), memb_dev_cmp);
-	memb_sort_ctx = NULL;
+	qsort_r(m->sorted_devs, m->n_sorted, sizeof(*m->sorted_devs), memb_dev_cmp, m);
 
 	m->epoch = 1;
 	for (size_t k = 0; k < m->rotates.n; k++) {
 		const struct memb_node *n = m->nodes[m->rotates.v[k]];
 
-		if (n->status == MEMB_IN && n->op.epoch > m->epoch)
+		if (m->st[m->rotates.v[k]] == MEMB_IN && n->op.epoch > m->epoch)
 			m->epoch = n->op.epoch;
 	}
 }
@@ -1497,6 +1702,7 @@ int membership_add_device(struct membership *m, const uint8_t author_sign_sk[64]
 {
 	struct memb_op d;
 	uint8_t device_id[32];
+	uint32_t d_idx;
 	int r;
 
 	memset(&d, 0, sizeof(d));
@@ -1506,7 +1712,8 @@ int membership_add_device(struct membership *m, const uint8_t author_sign_sk[64]
 		goto out;
 	}
 	record_device_id(sign_pk, device_id);
-	if (memb_find_dev(m, device_id) != MEMB_NONE) {
+	d_idx = memb_find_dev(m, device_id);
+	if (d_idx != MEMB_NONE && (m->devs[d_idx]->visible || m->devs[d_idx]->revoked)) {
 		r = PKS_ERR_EXISTS;
 		goto out;
 	}
@@ -1599,10 +1806,7 @@ int membership_rotate(struct membership *m, const uint8_t author_sign_sk[64], co
 		r = PKS_ERR_TOO_LARGE;
 		goto out;
 	}
-	/* One more than any accepted rotate, so the op passes acceptance. */
-	for (size_t k = 0; k < m->rotates.n; k++)
-		if (m->nodes[m->rotates.v[k]]->op.epoch > newest)
-			newest = m->nodes[m->rotates.v[k]]->op.epoch;
+	newest = m->epoch;
 	if (newest == UINT32_MAX) {
 		r = PKS_ERR_TOO_LARGE;
 		goto out;
@@ -1843,7 +2047,7 @@ static const struct memb_node *memb_epoch_winner(const struct membership *m, uin
 	for (size_t k = 0; k < m->rotates.n; k++) {
 		const struct memb_node *n = m->nodes[m->rotates.v[k]];
 
-		if (n->status == MEMB_IN && n->op.epoch == epoch &&
+		if (m->st[m->rotates.v[k]] == MEMB_IN && n->op.epoch == epoch &&
 		    (best == NULL || memcmp(n->id, best->id, 32) < 0))
 			best = n;
 	}

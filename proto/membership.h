@@ -24,30 +24,33 @@
  * GENESIS's device is its author. Every key not listed for a kind is refused.
  *
  * Rules (every decision depends only on the set of ops, never on the order
- * of arrival):
- *  - An op is accepted when its author was a member in the op's causal past
- *    (its ancestors): some ADD or the GENESIS of the author is an ancestor and
- *    no REVOKE of the author is. Otherwise membership_apply() refuses it with
- *    PKS_ERR_REJECTED and does not keep it. The same holds for the targets:
- *    ADD's device must not have been added before in its causal past (so a
- *    revoked key can never be re-added: its old ADD is always in the causal
- *    past of a REVOKE of it, and a concurrent re-add is outvoted by the
- *    revoke), REVOKE's and RENAME's target must be a member in the causal
- *    past, ROTATE's epoch must be one more than the newest epoch in its
- *    causal past and its keys must go to members of its causal past.
- *  - Strong remove: an accepted op counts ("is effective") unless a REVOKE
- *    of its author exists of which it is not an ancestor (whatever time it
- *    claims), and its author's ADD that it relies on is itself effective.
- *    Every accepted REVOKE counts, even when a concurrent REVOKE removes its
- *    author: so concurrent mutual revokes remove both (removal wins in
- *    doubt).
- *  - A device is a member iff an effective ADD (or the GENESIS) adds it and
- *    no accepted REVOKE targets it. Any member may add, revoke, rename (any
+ * of arrival). "The view of a set" is the outcome of these rules on a
+ * causally closed set of ops; "the causal past" of an op is its ancestors.
+ *  - Acceptance: an op is accepted when its author is a member in the view
+ *    of its causal past. Otherwise membership_apply() refuses it with
+ *    PKS_ERR_REJECTED and does not keep it. Likewise, in that view: ADD's
+ *    device must never have been a device (member or revoked: a revoked key
+ *    can never be re-added, and a concurrent re-add is outvoted by the
+ *    revoke, see below), REVOKE's and RENAME's target must be a member,
+ *    ROTATE's epoch must be one more than the newest epoch and its keys
+ *    must go to members only. Acceptance is decided once, as the causal
+ *    past of an op never changes.
+ *  - Strong remove: an accepted op counts ("is effective") when the ADD (or
+ *    GENESIS) of its author that it descends from counts, and no counting
+ *    REVOKE of its author exists of which it is not an ancestor (whatever
+ *    time it claims). Exception: of two concurrent REVOKEs of each other's
+ *    authors neither removes the other, so concurrent mutual revokes remove
+ *    both. When revokes wait on each other in a longer cycle (say a revoked
+ *    device adds a puppet behind the revoke's back, and the puppet revokes
+ *    the revoker), every REVOKE on the cycle counts: removal wins in doubt,
+ *    so a revoked device can at worst take its revoker with it, never stay.
+ *  - A device is a member iff a counting ADD (or the GENESIS) adds it and
+ *    no counting REVOKE targets it. Any member may add, revoke, rename (any
  *    member, itself included) or rotate (household model).
- *  - Of several effective ADDs of one device the one with the smallest
- *    (depth, op id) gives its dh key, added_at and added_by; a device's name
- *    is that of its effective RENAME with the largest (depth, op id), else
- *    the ADD's.
+ *  - Of several counting ADDs of one device (concurrent adds) the one with
+ *    the smallest (depth, op id) gives its dh key, added_at and added_by; a
+ *    device's name is that of its counting RENAME with the largest (depth,
+ *    op id), else the ADD's.
  *  - Record versions under strong remove: each REVOKE carries cutoff_seq,
  *    the highest author seq of the revoked device the revoking agent knew
  *    in the revoke's causal past. Versions of a revoked device with
@@ -55,7 +58,7 @@
  *    one device the smallest cutoff applies). See
  *    membership_version_admissible().
  *  - Epochs: epoch 1 exists from genesis (its key is made by the vault, not
- *    carried by ops). Each effective ROTATE names a new epoch; of concurrent
+ *    carried by ops). Each counting ROTATE names a new epoch; of concurrent
  *    ROTATEs to one epoch the one with the smallest op id wins, on every
  *    device. Both were sealed to the members their authors knew, so members
  *    can open whichever wins. A ROTATE concurrent with a REVOKE may still be
@@ -173,7 +176,7 @@ bool membership_is_member(const struct membership *m, const uint8_t device_id[32
 /* Looks up a current member by its X25519 static key (Noise authorisation). */
 int membership_find_by_dh(const struct membership *m, const uint8_t dh_pk[32],
 			  struct membership_device *out); /* PKS_ERR_NOT_FOUND */
-/* Members and revoked devices (devices with an effective ADD or GENESIS). */
+/* Members and revoked devices (devices with a counting ADD or GENESIS). */
 int membership_get(const struct membership *m, const uint8_t device_id[32],
 		   struct membership_device *out); /* PKS_ERR_NOT_FOUND */
 /*

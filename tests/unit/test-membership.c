@@ -788,7 +788,10 @@ static void test_strong_remove(void)
 		oplist_push(&l, op, len);
 	}
 	CHECK_OK(rename_dev(b, &l, 1, 1, "still here"));
+	/* And revokes 2: ignored as well, so 2 stays and may still author. */
+	CHECK_OK(revoke(b, &l, 1, 2, 0, T0 + 1000000000));
 	CHECK(membership_is_member(b, devs[4].id));
+	CHECK(!membership_is_member(b, devs[2].id));
 	CHECK_OK(sync_to(b, a));
 	CHECK_OK(sync_to(a, b));
 	view(a, va);
@@ -802,8 +805,13 @@ static void test_strong_remove(void)
 	CHECK_STR_EQ(d.name, "dev1");
 	CHECK(membership_is_member(a, devs[0].id));
 	CHECK(membership_is_member(a, devs[2].id));
-	/* 4 itself cannot author on top of it now. */
+	/* 4 itself cannot author on top of it now; 2 can. */
 	CHECK_EQ(add(a, NULL, 4, 5), PKS_ERR_REJECTED);
+	CHECK_OK(add(a, &l, 2, 7));
+	CHECK(membership_is_member(a, devs[7].id));
+	CHECK_OK(sync_to(a, b));
+	CHECK(membership_is_member(b, devs[7].id));
+	CHECK(membership_is_member(b, devs[2].id));
 
 	/*
 	 * A revoked key re-added concurrently (by 2, who has not seen the
@@ -845,6 +853,7 @@ static void test_strong_remove(void)
 	CHECK(!membership_is_member(a, devs[1].id));
 	CHECK(!membership_is_member(a, devs[5].id));
 	CHECK(membership_is_member(a, devs[2].id));
+	CHECK(membership_is_member(a, devs[7].id));
 	membership_free(a);
 	membership_free(b);
 	membership_free(c);
@@ -1133,6 +1142,14 @@ static size_t pick(size_t n)
 #define REPLICAS 4
 #define RAND_DEVS 24
 
+static size_t stat_ops, stat_members, stat_epochs, stat_revoked;
+
+static int revoked_cb(void *user, const struct membership_device *d)
+{
+	*(size_t *)user += d->revoked;
+	return 0;
+}
+
 static bool convergence_round(uint64_t seed)
 {
 	struct membership *rep[REPLICAS], *all, *again;
@@ -1145,35 +1162,47 @@ static bool convergence_round(uint64_t seed)
 	rep[0] = with_genesis(l);
 	for (size_t i = 1; i < REPLICAS; i++)
 		rep[i] = clone(rep[0]);
-	steps = 10 + pick(30);
+	steps = 20 + pick(40);
 	for (size_t s = 0; s < steps; s++) {
 		struct membership *m = rep[pick(REPLICAS)];
-		size_t author = pick(next_dev), target = pick(next_dev);
+		size_t members[RAND_DEVS], n_members = 0, author, target;
 		uint8_t key[32];
 		int r = PKS_OK;
 
-		switch (pick(6)) {
+		for (size_t d = 0; d < next_dev; d++)
+			if (membership_is_member(m, devs[d].id))
+				members[n_members++] = d;
+		if (n_members == 0)
+			continue;
+		author = members[pick(n_members)];
+		target = members[pick(n_members)];
+		switch (pick(16)) {
 		case 0:
 		case 1:
-			if (next_dev < RAND_DEVS && add(m, l, author, next_dev) == PKS_OK)
+		case 2:
+		case 3:
+			if (next_dev < RAND_DEVS && (r = add(m, l, author, next_dev)) == PKS_OK)
 				next_dev++;
 			break;
-		case 2:
-			revoke(m, l, author, target, pick(10), T0 + s);
-			break;
-		case 3:
-			rename_dev(m, l, author, target, pick(2) ? "x" : "y");
-			break;
 		case 4:
+			r = revoke(m, l, author, target, pick(10), T0 + s);
+			break;
+		case 5:
+		case 6:
+		case 7:
+			r = rename_dev(m, l, author, target, pick(2) ? "x" : "y");
+			break;
+		case 8:
+		case 9:
 			memset(key, (int)s, sizeof(key));
-			rotate(m, l, author, key);
+			r = rotate(m, l, author, key);
 			break;
 		default:
 			r = sync_to(m, rep[pick(REPLICAS)]);
 			break;
 		}
 		if (r != PKS_OK) {
-			printf("# sync failed: %d\n", r);
+			printf("# step %zu failed: %d\n", s, r);
 			ok = false;
 		}
 	}
@@ -1208,8 +1237,7 @@ static bool convergence_round(uint64_t seed)
 		}
 	}
 	view(all, got);
-	if (memcmp(got, want, 32) != 0 ||
-	    membership_op_count(all) != membership_op_count(rep[0])) {
+	if (memcmp(got, want, 32) != 0 || membership_op_count(all) != membership_op_count(rep[0])) {
 		printf("# shuffled delivery diverged\n");
 		ok = false;
 	}
@@ -1231,6 +1259,10 @@ static bool convergence_round(uint64_t seed)
 			ok = false;
 		}
 	}
+	stat_ops += membership_op_count(all);
+	stat_members += membership_member_count(all);
+	stat_epochs += membership_epoch(all) - 1;
+	membership_foreach_device(all, revoked_cb, &stat_revoked);
 	membership_free(again);
 	membership_free(all);
 	for (size_t i = 0; i < REPLICAS; i++)
@@ -1258,6 +1290,8 @@ static void test_convergence(void)
 			failures++;
 		}
 	}
+	printf("# %zu rounds: %zu ops, %zu members, %zu revoked, %zu rotations in the end states\n",
+	       rounds, stat_ops, stat_members, stat_revoked, stat_epochs);
 }
 
 /* The digest tells different op sets apart and ignores order. */

@@ -45,6 +45,7 @@ struct side {
 	int close_err;
 	int drained;
 	bool echo;
+	bool close_on_frame;
 	bool is_client;
 	char peer[80];
 };
@@ -65,6 +66,7 @@ struct fx {
 	size_t n_servers;
 	struct side client;
 	bool server_echo;
+	bool server_close_on_frame;
 	uint64_t server_idle_ms;
 	bool lost_on_close; /* tell the dialer when the client side closes */
 	uint64_t fake_now;
@@ -187,7 +189,9 @@ static void side_on_frame(void *user, struct tcp_conn *c, const uint8_t *body, s
 	append(&s->rx, &s->rx_len, &s->rx_cap, hdr, 2);
 	append(&s->rx, &s->rx_len, &s->rx_cap, body, len);
 	s->frames++;
-	if (s->echo)
+	if (s->close_on_frame)
+		tcp_conn_close(c, "test: closing from on_frame");
+	if (s->echo && !s->close_on_frame)
 		CHECK_OK(tcp_conn_send(c, body, len));
 }
 
@@ -235,6 +239,7 @@ static void on_accept(void *user, struct tcp_conn *c)
 	memset(s, 0, sizeof(*s));
 	side_attach(s, fx, c);
 	s->echo = fx->server_echo;
+	s->close_on_frame = fx->server_close_on_frame;
 	CHECK(!tcp_conn_outbound(c));
 	if (fx->server_idle_ms > 0)
 		tcp_conn_set_idle_timeout(c, fx->server_idle_ms);
@@ -677,8 +682,9 @@ static bool client_closed_and_server_saw(struct fx *fx)
 /* A local close flushes what was queued, reports PKS_OK, and happens once. */
 static void test_local_close(void)
 {
-	static uint8_t body[20000];
+	static uint8_t body[60000];
 	struct fx fx;
+	int frames = 0;
 
 	fx_init(&fx);
 	listen_and_dial(&fx, "127.0.0.1:0", "127.0.0.1");
@@ -686,10 +692,15 @@ static void test_local_close(void)
 	if (!both_open(&fx))
 		goto out;
 	tcp_dialer_stop(fx.dialer);
-	for (int i = 0; i < 10; i++) {
+	/* Fill the queue: more than the kernel takes at once. */
+	for (int i = 0; i < 100; i++) {
 		fill_body(body, sizeof(body), (uint8_t)i);
-		CHECK_OK(tcp_conn_send(fx.client.c, body, sizeof(body)));
+		if (tcp_conn_send(fx.client.c, body, sizeof(body)) != PKS_OK)
+			break;
+		frames++;
 	}
+	CHECK(frames > 10);
+	CHECK(tcp_conn_queued(fx.client.c) > 0);
 	struct tcp_conn *c = fx.client.c;
 	tcp_conn_close(c, "test: goodbye");
 	tcp_conn_close(c, "test: again");
@@ -697,11 +708,93 @@ static void test_local_close(void)
 	CHECK(fx_run_until(&fx, client_closed_and_server_saw, 5000));
 	CHECK_EQ(fx.client.closed, 1);
 	CHECK_EQ(fx.client.close_err, PKS_OK);
-	CHECK_EQ(fx.servers[0].frames, 10);
+	/* Everything queued before the close arrived. */
+	CHECK_EQ(fx.servers[0].frames, frames);
 	CHECK_EQ(fx.servers[0].close_err, PKS_ERR_CLOSED);
 	/* The dialer was stopped: no reconnect. */
 	fx_run_until(&fx, never, 700);
 	CHECK_EQ(fx.n_servers, 1);
+out:
+	fx_finish(&fx);
+}
+
+static bool raw_closed(struct fx *fx)
+{
+	raw_drain_tick(fx);
+	return fx->n_servers >= 1 && fx->servers[0].closed == 1 && fx->raw_rx_len >= expect_len;
+}
+
+/* Frames queued behind a slow reader still leave after tcp_conn_close(). */
+static void test_close_flushes(void)
+{
+	static uint8_t body[60000];
+	static struct frame_reader reader;
+	struct fx fx;
+	size_t frames = 0, parsed = 0, sent = 0;
+
+	fx_init(&fx);
+	CHECK_OK(tcp_listen(&fx.loop, "127.0.0.1:0", &fx.log, on_accept, &fx, &fx.listener));
+	if (fx.listener == NULL)
+		goto out;
+	fx.raw_fd = raw_connect(tcp_listener_port(fx.listener), 4096);
+	CHECK(fx_run_until(&fx, one_server, 5000));
+	if (fx.raw_fd < 0 || fx.n_servers != 1)
+		goto out;
+	fill_body(body, sizeof(body), 3);
+	for (int i = 0; i < 1000; i++) {
+		if (tcp_conn_send(fx.servers[0].c, body, sizeof(body)) != PKS_OK)
+			break;
+		frames++;
+		sent += 2 + sizeof(body);
+		/* Let writes complete so the kernel's buffers fill first. */
+		if (i % 8 == 0)
+			fx_run_until(&fx, never, 5);
+	}
+	CHECK(tcp_conn_queued(fx.servers[0].c) > 0);
+	tcp_conn_close(fx.servers[0].c, "test: done sending");
+	/* Now read fast enough to finish well within the linger time. */
+	int big = 1 << 20;
+	setsockopt(fx.raw_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	fx.tick_fn = raw_drain_tick;
+	expect_len = sent;
+	CHECK(fx_run_until(&fx, raw_closed, 10000));
+	CHECK_EQ(fx.servers[0].close_err, PKS_OK);
+	CHECK_EQ(fx.raw_rx_len, sent);
+	frame_reader_init(&reader);
+	CHECK_OK(frame_reader_feed(&reader, fx.raw_rx, fx.raw_rx_len, count_frames, &parsed));
+	CHECK_EQ(parsed, frames);
+	CHECK(raw_eof(fx.raw_fd));
+out:
+	fx_finish(&fx);
+}
+
+static bool server_closed_once(struct fx *fx)
+{
+	return fx->n_servers >= 1 && fx->servers[0].closed == 1;
+}
+
+/* Closing from on_frame stops delivery, even of frames already read. */
+static void test_close_in_callback(void)
+{
+	struct fx fx;
+	const uint8_t five[] = {0, 1, 'a', 0, 1, 'b', 0, 1, 'c', 0, 1, 'd', 0, 1, 'e'};
+
+	fx_init(&fx);
+	fx.server_close_on_frame = true;
+	CHECK_OK(tcp_listen(&fx.loop, "127.0.0.1:0", &fx.log, on_accept, &fx, &fx.listener));
+	if (fx.listener == NULL)
+		goto out;
+	fx.raw_fd = raw_connect(tcp_listener_port(fx.listener), 0);
+	CHECK(fx_run_until(&fx, one_server, 5000));
+	if (fx.raw_fd < 0 || fx.n_servers != 1)
+		goto out;
+	raw_send(fx.raw_fd, five, sizeof(five));
+	CHECK(fx_run_until(&fx, server_closed_once, 5000));
+	CHECK_EQ(fx.servers[0].frames, 1);
+	CHECK_EQ(fx.servers[0].close_err, PKS_OK);
+	fx_run_until(&fx, never, 50);
+	CHECK_EQ(fx.servers[0].frames, 1);
+	CHECK_EQ(fx.servers[0].closed, 1);
 out:
 	fx_finish(&fx);
 }
@@ -980,6 +1073,7 @@ CHECK_MAIN({"/tcp/parse-addr", test_parse_addr}, {"/tcp/backoff", test_backoff},
 	   {"/tcp/listen-errors", test_listen_errors}, {"/tcp/frames-v4", test_frames_v4},
 	   {"/tcp/frames-v6", test_frames_v6}, {"/tcp/split-and-batched", test_split_and_batched},
 	   {"/tcp/garbage-peer", test_garbage_peer}, {"/tcp/send-queue-busy", test_send_queue_busy},
-	   {"/tcp/idle-timeout", test_idle_timeout}, {"/tcp/local-close", test_local_close},
-	   {"/tcp/dialer-reconnect", test_dialer_reconnect},
+	   {"/tcp/idle-timeout", test_idle_timeout}, {"/tcp/close-flushes", test_close_flushes},
+	   {"/tcp/close-in-callback", test_close_in_callback},
+	   {"/tcp/local-close", test_local_close}, {"/tcp/dialer-reconnect", test_dialer_reconnect},
 	   {"/tcp/dialer-cancel", test_dialer_cancel})
