@@ -227,6 +227,15 @@ static void commands_status_net(struct agent *a, json_t *o)
 	json_object_set_new(o, "last_sync", last ? json_string(last) : json_null());
 	json_object_set_new(o, "peers", peers);
 	json_object_set_new(o, "transports", transports);
+	if (a->net != NULL) {
+		uint64_t in = 0, out = 0, sessions = 0;
+		net_counters(a->net, &in, &out, &sessions);
+		/* Bytes on the member sockets since start, framing included (the benchmark). */
+		json_object_set_new(o, "traffic",
+				    json_pack("{s:I, s:I, s:I}", "bytes_in", (json_int_t)in,
+					      "bytes_out", (json_int_t)out, "sessions",
+					      (json_int_t)sessions));
+	}
 }
 
 static void cmd_status(struct agent *a, struct control_request *req, json_t *request)
