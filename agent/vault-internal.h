@@ -76,6 +76,8 @@ struct vault {
 	struct vault_entry *table;
 	size_t table_cap;
 	size_t table_count;
+	/* XOR of every state's digest, kept current (see vault_state_apply). */
+	uint8_t digest[32];
 };
 
 uint64_t vault_wall_ms(void);

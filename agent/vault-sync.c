@@ -2,10 +2,12 @@
  * The vault as a sync replica (struct sync_replica_ops), and the membership
  * changes a device makes: adding a paired device, revoking one.
  */
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/vault-internal.h"
 #include "common/err.h"
@@ -430,58 +432,159 @@ static int replica_versions_after(void *replica, const uint8_t author[SYNC_ID_LE
 }
 
 /*
- * One received version: checks, store, merge. An error with *fatal false
- * means skip this version; with *fatal true (store, memory) the batch fails.
+ * Opening a batch: signature checks and decryption are most of the cost of a
+ * first sync, and independent per version, so they run on every core; what
+ * follows (order checks, store, merge) runs on the loop thread.
  */
-static int replica_apply_one(struct vault *v, const uint8_t *blob, size_t len, bool *fatal)
-{
-	struct record_sealed_header h;
-	struct record_version *ver = NULL;
-	uint64_t held;
-	int r = record_sealed_peek(blob, len, &h);
+#define REPLICA_OPEN_THREADS_MAX 4
+#define REPLICA_OPEN_PARALLEL_MIN 16
 
+struct replica_slot {
+	const uint8_t *blob;
+	size_t len;
+	struct record_sealed_header h;
+	uint8_t sign_pk[32];
+	const uint8_t *key;
+	struct record_version *ver;
+	int err;
+};
+
+struct replica_opener {
+	struct replica_slot *slots;
+	size_t n, first, step;
+};
+
+static void *replica_open_range(void *arg)
+{
+	struct replica_opener *o = arg;
+
+	for (size_t i = o->first; i < o->n; i += o->step) {
+		struct replica_slot *sl = &o->slots[i];
+		if (sl->err == PKS_OK)
+			sl->err =
+			    record_version_open(sl->blob, sl->len, sl->sign_pk, sl->key, &sl->ver);
+	}
+	return NULL;
+}
+
+static size_t replica_threads(size_t n)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < REPLICA_OPEN_PARALLEL_MIN || cpus < 2)
+		return 1;
+	return cpus > REPLICA_OPEN_THREADS_MAX ? REPLICA_OPEN_THREADS_MAX : (size_t)cpus;
+}
+
+/* Opens every slot that passed the clear checks, on up to REPLICA_OPEN_THREADS_MAX threads. */
+static void replica_open_all(struct replica_slot *slots, size_t n)
+{
+	struct replica_opener o[REPLICA_OPEN_THREADS_MAX];
+	pthread_t th[REPLICA_OPEN_THREADS_MAX];
+	bool started[REPLICA_OPEN_THREADS_MAX] = {false};
+	size_t t = replica_threads(n);
+
+	for (size_t k = 0; k < t; k++) {
+		o[k].slots = slots;
+		o[k].n = n;
+		o[k].first = k;
+		o[k].step = t;
+	}
+	/* Thread 0 is this one; a thread that cannot start leaves its share to us. */
+	for (size_t k = 1; k < t; k++)
+		started[k] = pthread_create(&th[k], NULL, replica_open_range, &o[k]) == 0;
+	replica_open_range(&o[0]);
+	for (size_t k = 1; k < t; k++) {
+		if (started[k])
+			pthread_join(th[k], NULL);
+		else
+			replica_open_range(&o[k]);
+	}
+}
+
+/* The clear checks before opening: header, admissible author, keys at hand. */
+static void replica_prepare(struct vault *v, struct replica_slot *sl)
+{
+	struct membership_device d;
+
+	sl->err = record_sealed_peek(sl->blob, sl->len, &sl->h);
+	if (sl->err != PKS_OK)
+		return;
+	if (sl->h.seq <= vault_author_seq(v, sl->h.author)) {
+		sl->err = PKS_ERR_EXISTS;
+		return;
+	}
+	if (!membership_version_admissible(v->memb, sl->h.author, sl->h.seq) ||
+	    membership_get(v->memb, sl->h.author, &d) != PKS_OK) {
+		sl->err = PKS_ERR_REJECTED;
+		return;
+	}
+	memcpy(sl->sign_pk, d.sign_pk, 32);
+	sl->key = vault_epoch_key(v, sl->h.epoch);
+	if (sl->key == NULL)
+		sl->err = PKS_ERR_NOT_FOUND;
+}
+
+/*
+ * Stores and merges one opened version. An error with *fatal false means
+ * skip this version; with *fatal true (store, memory) the batch fails.
+ */
+static int replica_commit_one(struct vault *v, struct replica_slot *sl, bool *fatal)
+{
+	uint64_t held = vault_author_seq(v, sl->h.author);
+	int r = sl->err;
+
+	*fatal = false;
 	if (r != PKS_OK)
 		return r;
-	held = vault_author_seq(v, h.author);
-	if (h.seq <= held)
+	if (sl->h.seq <= held)
 		return PKS_ERR_EXISTS;
-	if (h.seq != held + 1)
+	/* Versions of one author apply in order, so the vector stays exact. */
+	if (sl->h.seq != held + 1)
 		return PKS_ERR_STATE;
-	r = vault_open_sealed(v, blob, len, &h, &ver);
-	if (r == PKS_OK && ver->op == RECORD_OP_CREATE)
-		r = record_version_check_id(ver, v->sec->id_key);
+	if (sl->ver->op == RECORD_OP_CREATE)
+		r = record_version_check_id(sl->ver, v->sec->id_key);
 	if (r == PKS_OK)
-		r = store_version_put(v->store, h.record_id, h.author, h.seq, h.epoch, blob, len);
+		r = store_version_put(v->store, sl->h.record_id, sl->h.author, sl->h.seq,
+				      sl->h.epoch, sl->blob, sl->len);
 	if (r == PKS_OK)
-		r = vault_author_set(v, h.author, h.seq);
+		r = vault_author_set(v, sl->h.author, sl->h.seq);
 	if (r == PKS_OK)
-		r = vault_merge_version(v, ver);
+		r = vault_merge_version(v, sl->ver);
 	*fatal = r == PKS_ERR_DB || r == PKS_ERR_NOMEM;
-	record_version_free(ver);
 	return r;
 }
 
 static int replica_versions_apply(void *replica, const struct sync_blob *versions, size_t n)
 {
 	struct vault *v = replica;
+	struct replica_slot *slots;
 	size_t skipped = 0;
 	int r;
 
 	if (v->sec == NULL)
 		return PKS_ERR_LOCKED;
-	r = store_begin(v->store);
-	if (r != PKS_OK)
-		return r;
+	slots = calloc(n ? n : 1, sizeof(*slots));
+	if (slots == NULL)
+		return PKS_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
+		slots[i].blob = versions[i].data;
+		slots[i].len = versions[i].len;
+		replica_prepare(v, &slots[i]);
+	}
+	replica_open_all(slots, n);
+	r = store_begin(v->store);
+	for (size_t i = 0; i < n && r == PKS_OK; i++) {
 		bool fatal = false;
-		int a = replica_apply_one(v, versions[i].data, versions[i].len, &fatal);
-		if (fatal) {
+		int a = replica_commit_one(v, &slots[i], &fatal);
+		if (fatal)
 			r = a;
-			break;
-		}
-		if (a != PKS_OK && a != PKS_ERR_EXISTS)
+		else if (a != PKS_OK && a != PKS_ERR_EXISTS)
 			skipped++;
 	}
+	for (size_t i = 0; i < n; i++)
+		record_version_free(slots[i].ver);
+	free(slots);
 	if (r == PKS_OK)
 		r = store_commit(v->store);
 	if (r != PKS_OK) {

@@ -95,6 +95,10 @@ static int vault_table_grow(struct vault *v)
 	return PKS_OK;
 }
 
+static void vault_digest_fold(struct vault *v, const struct record_state *st);
+static int vault_state_apply(struct vault *v, struct record_state *st,
+			     const struct record_version *ver);
+
 /* The state for id, created empty when absent. */
 int vault_state_for(struct vault *v, const uint8_t id[RECORD_ID_LEN], struct record_state **out)
 {
@@ -120,6 +124,7 @@ int vault_state_for(struct vault *v, const uint8_t id[RECORD_ID_LEN], struct rec
 	memcpy(v->table[i].id, id, RECORD_ID_LEN);
 	v->table[i].st = st;
 	v->table_count++;
+	vault_digest_fold(v, st);
 	*out = st;
 	return PKS_OK;
 }
@@ -132,6 +137,7 @@ static void vault_table_clear(struct vault *v)
 	v->table = NULL;
 	v->table_cap = 0;
 	v->table_count = 0;
+	memset(v->digest, 0, sizeof(v->digest));
 }
 
 /* ---- open, init, unlock, lock ---- */
@@ -507,7 +513,7 @@ int vault_merge_version(struct vault *v, struct record_version *ver)
 		return r;
 	/* A stamp beyond the skew limit is refused by the clock, never adopted. */
 	hlc_clock_observe(&v->clock, vault_version_max_hlc(ver), vault_wall_ms());
-	r = record_state_apply(st, ver);
+	r = vault_state_apply(v, st, ver);
 	if (r == PKS_ERR_REJECTED) {
 		pks_log(&v->log, PKS_LOG_WARN, "vault: a version was rejected by the merge rules");
 		r = PKS_OK;
@@ -871,19 +877,31 @@ void vault_counts(const struct vault *v, size_t *live, size_t *trash)
 	}
 }
 
+/* XOR of per-record digests: independent of order, kept up to date as states change. */
 void vault_digest(const struct vault *v, uint8_t out[32])
+{
+	memcpy(out, v->digest, 32);
+}
+
+static void vault_digest_fold(struct vault *v, const struct record_state *st)
 {
 	uint8_t d[32];
 
-	/* XOR of per-record digests: independent of order, cheap to keep up to date later. */
-	memset(out, 0, 32);
-	for (size_t i = 0; i < v->table_cap; i++) {
-		if (v->table[i].st == NULL)
-			continue;
-		record_state_digest(v->table[i].st, d);
-		for (int k = 0; k < 32; k++)
-			out[k] ^= d[k];
-	}
+	record_state_digest(st, d);
+	for (int k = 0; k < 32; k++)
+		v->digest[k] ^= d[k];
+}
+
+/* Applies a version to a state, keeping the vault digest current. */
+static int vault_state_apply(struct vault *v, struct record_state *st,
+			     const struct record_version *ver)
+{
+	int r;
+
+	vault_digest_fold(v, st);
+	r = record_state_apply(st, ver);
+	vault_digest_fold(v, st);
+	return r;
 }
 
 int vault_records_foreach(const struct vault *v, vault_record_fn fn, void *user_data)
@@ -964,7 +982,7 @@ static int vault_commit_version(struct vault *v, struct record_version *ver, boo
 	if (apply) {
 		r = vault_state_for(v, ver->record_id, &st);
 		if (r == PKS_OK)
-			r = record_state_apply(st, ver);
+			r = vault_state_apply(v, st, ver);
 	}
 out:
 	free(blob);

@@ -462,7 +462,7 @@ static int record_read_bool(struct record_reader *rd, bool *out)
 	return r;
 }
 
-/* A byte string of min..max bytes into a fresh malloc (or sodium_malloc). */
+/* A byte string of min..max bytes into a fresh malloc (a secret is wiped when freed). */
 static int record_read_bytes(struct record_reader *rd, size_t min, size_t max, bool secret,
 			     uint8_t **out, size_t *out_len)
 {
@@ -476,7 +476,8 @@ static int record_read_bytes(struct record_reader *rd, size_t min, size_t max, b
 		return PKS_ERR_TOO_LARGE;
 	if (ev.len < min)
 		return PKS_ERR_MALFORMED;
-	p = secret ? sodium_malloc(ev.len ? ev.len : 1) : malloc(ev.len ? ev.len : 1);
+	(void)secret;
+	p = malloc(ev.len ? ev.len : 1);
 	if (p == NULL)
 		return PKS_ERR_NOMEM;
 	if (ev.len > 0)

@@ -128,8 +128,7 @@ void record_version_free(struct record_version *v)
 	record_free_bytes(&v->credential_id, &v->credential_id_len);
 	record_free_string(&v->rp_id);
 	record_free_bytes(&v->user_handle, &v->user_handle_len);
-	if (v->private_key != NULL)
-		sodium_free(v->private_key);
+	record_free_bytes(&v->private_key, &v->private_key_len);
 	record_free_bytes(&v->public_key, &v->public_key_len);
 	record_free_string(&v->source);
 	for (size_t f = 0; f < RECORD_FIELD_COUNT; f++)
@@ -245,7 +244,7 @@ int record_version_set_keys(struct record_version *v, enum record_alg alg,
 				       RECORD_PUBLIC_KEY_MAX);
 	if (r != PKS_OK)
 		goto out;
-	sk = sodium_malloc(private_key_len);
+	sk = malloc(private_key_len);
 	if (sk == NULL) {
 		r = PKS_ERR_NOMEM;
 		goto out;
@@ -254,8 +253,7 @@ int record_version_set_keys(struct record_version *v, enum record_alg alg,
 	r = record_dup_bytes(public_key, public_key_len, &pk);
 	if (r != PKS_OK)
 		goto out;
-	if (v->private_key != NULL)
-		sodium_free(v->private_key);
+	record_free_bytes(&v->private_key, &v->private_key_len);
 	record_free_bytes(&v->public_key, &v->public_key_len);
 	v->alg = alg;
 	v->private_key = sk;
@@ -264,8 +262,10 @@ int record_version_set_keys(struct record_version *v, enum record_alg alg,
 	v->public_key_len = public_key_len;
 	sk = pk = NULL;
 out:
-	if (sk != NULL)
-		sodium_free(sk);
+	if (sk != NULL) {
+		sodium_memzero(sk, private_key_len);
+		free(sk);
+	}
 	free(pk);
 	return r;
 }

@@ -87,7 +87,8 @@ struct record_delete_tag {
 /*
  * One version, a plain struct the caller fills. Every pointer is owned by
  * the struct and freed by record_version_free(): strings and byte strings
- * with malloc, private_key with sodium_malloc (the setters below do this
+ * with malloc, private_key too but wiped before it is freed (sodium_malloc's
+ * guard pages cost four system calls per version; the setters below do this
  * right). Which members are allowed depends on op:
  *
  *   all ops   record_id, author, seq (>= 1), epoch, op
@@ -118,7 +119,7 @@ struct record_version {
 	uint8_t *user_handle;
 	size_t user_handle_len;
 	enum record_alg alg;
-	uint8_t *private_key; /* PKCS#8 DER, sodium_malloc */
+	uint8_t *private_key; /* PKCS#8 DER, malloc, wiped when freed */
 	size_t private_key_len;
 	uint8_t *public_key; /* SPKI DER */
 	size_t public_key_len;
