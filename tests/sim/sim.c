@@ -12,7 +12,7 @@
  * replays a failing run exactly.
  *
  *   pksync-sim [--seed N | --runs K --first-seed S] [--steps N] [--direct]
- *              [--keyshare] [--calm-revokes] [--verbose]
+ *              [--keyshare] [--hide] [--calm-revokes] [--verbose]
  *
  * --direct replaces the engine by a perfect exchange through the same
  * replica ops: a baseline that tells replica or merge faults from engine ones.
@@ -191,6 +191,7 @@ struct sim_author {
 	uint8_t id[DEVICE_ID_LEN];
 	struct sim_bytes *v;
 	size_t n, cap;
+	size_t merged; /* v[0..merged) are in the states; < n only with --hide */
 };
 
 struct sim_record {
@@ -285,7 +286,9 @@ struct sim_stats {
 	uint64_t local_ops, connects, closes_error, closes_timeout, closes_fault, closes_other;
 	uint64_t msgs, dropped, duplicated, reordered, cut, busy;
 	uint64_t adds, revokes, rotates, renames, restarts, partitions, imports;
-	uint64_t reconciliations, live_links, synced_unequal, empty_vaults, heal_rounds;
+	uint64_t records; /* records held by the first live member at the check */
+	uint64_t bulk_imports;
+	uint64_t reconciliations, live_members, synced_unequal, empty_vaults, heal_rounds;
 };
 
 struct sim {
@@ -303,6 +306,13 @@ struct sim {
 	 */
 	bool calm;
 	unsigned int revoked_mask, revoker_mask;
+	/*
+	 * --hide: a replica keeps a revoked author's versions above its cutoff
+	 * (stored, synced, not merged) instead of dropping them, so a
+	 * revocation that a later op undoes (strong remove of the revoker)
+	 * loses nothing.
+	 */
+	bool hide;
 	struct sim_replica *r[SIM_MAX_REPLICAS];
 	int n;
 	struct sim_link link[SIM_MAX_REPLICAS][SIM_MAX_REPLICAS];
@@ -560,6 +570,7 @@ static int sim_admit(struct sim_replica *rep, const uint8_t *blob, size_t len)
 	struct sim_author *a;
 	struct sim_record *rec;
 	const char *why = "malformed";
+	bool admissible;
 	uint64_t held = 0;
 	int r;
 
@@ -574,7 +585,8 @@ static int sim_admit(struct sim_replica *rep, const uint8_t *blob, size_t len)
 	if (membership_get(rep->memb, h.author, &dev) != PKS_OK)
 		goto skip;
 	why = "inadmissible";
-	if (!membership_version_admissible(rep->memb, h.author, h.seq))
+	admissible = membership_version_admissible(rep->memb, h.author, h.seq);
+	if (!admissible && !rep->sim->hide)
 		goto skip;
 	if (!sim_has_epoch(rep, h.epoch))
 		sim_keys_refresh(rep);
@@ -590,6 +602,11 @@ static int sim_admit(struct sim_replica *rep, const uint8_t *blob, size_t len)
 	sim_observe(rep, v);
 	a = sim_author_find(rep, h.author, true);
 	sim_author_push(a, blob, len);
+	if (!admissible || a->merged != a->n - 1) {
+		/* Hidden: kept for a later un-revoke, not merged. */
+		record_version_free(v);
+		return PKS_OK;
+	}
 	rec = sim_record_find(&rep->recs, &rep->n_recs, &rep->cap_recs, v->record_id, true);
 	r = record_state_apply(rec->st, v);
 	if (r != PKS_OK && r != PKS_ERR_REJECTED) {
@@ -598,6 +615,7 @@ static int sim_admit(struct sim_replica *rep, const uint8_t *blob, size_t len)
 		record_version_free(v);
 		return r;
 	}
+	a->merged = a->n;
 	sim_truth_accepted(rep->sim, v, rep->idx);
 	record_version_free(v);
 	return PKS_OK;
@@ -642,6 +660,21 @@ static void sim_rebuild_states(struct sim_replica *rep)
 static void sim_enforce_revokes(struct sim_replica *rep)
 {
 	bool changed = false;
+
+	if (rep->sim->hide) {
+		/* Merge exactly each author's admissible prefix. */
+		for (size_t i = 0; i < rep->n_authors && !changed; i++) {
+			struct sim_author *a = &rep->authors[i];
+			size_t want = a->n;
+
+			while (want > 0 && !membership_version_admissible(rep->memb, a->id, want))
+				want--;
+			changed = want != a->merged;
+		}
+		if (changed)
+			sim_rebuild_states(rep);
+		return;
+	}
 
 	for (size_t i = 0; i < rep->n_authors; i++) {
 		struct sim_author *a = &rep->authors[i];
@@ -915,6 +948,14 @@ static void sim_replica_free(struct sim_replica *rep)
 	sim_records_free(rep->recs, rep->n_recs);
 	sodium_free(rep->sec);
 	free(rep);
+}
+
+static int sim_replica_of(const struct sim *sim, const uint8_t id[DEVICE_ID_LEN])
+{
+	for (int i = 0; i < sim->n; i++)
+		if (memcmp(sim->r[i]->id, id, DEVICE_ID_LEN) == 0)
+			return i;
+	return -1;
 }
 
 static bool sim_self_member(const struct sim_replica *rep)
@@ -1558,7 +1599,7 @@ static void sim_op_edit(struct sim_replica *rep)
 	struct sim_record *rec = sim_pick_record(rep, sim_want_visible);
 	struct record_version *v;
 	unsigned int mask;
-	char text[64];
+	static char text[RECORD_NOTES_MAX + 1];
 
 	if (rec == NULL)
 		return;
@@ -1569,7 +1610,14 @@ static void sim_op_edit(struct sim_replica *rep)
 	for (int f = 0; f < RECORD_FIELD_COUNT; f++) {
 		if (!(mask & RECORD_FIELD_BIT(f)))
 			continue;
-		sim_random_text(&rep->sim->rng, text, sizeof(text));
+		sim_random_text(&rep->sim->rng, text, 64);
+		if (f == RECORD_FIELD_NOTES && sim_rng_chance(&rep->sim->rng, 150)) {
+			/* Long notes fill sync batches sooner. */
+			size_t n = 1000 + sim_rng_below(&rep->sim->rng, RECORD_NOTES_MAX - 1000);
+
+			memset(text, 'a' + (int)sim_rng_below(&rep->sim->rng, 26), n);
+			text[n] = '\0';
+		}
 		if (record_version_set_field(v, (enum record_field)f, text,
 					     hlc_clock_now(&rep->clock, sim_wall(rep))) != PKS_OK) {
 			sim_failf(rep->sim, "setting a field failed");
@@ -1871,8 +1919,9 @@ static void sim_genesis(struct sim *sim)
 	sim_key_add(g, 1, key);
 	sodium_memzero(key, sizeof(key));
 	n = SIM_START_MIN + (int)sim_rng_below(&sim->rng, SIM_START_MAX - SIM_START_MIN + 1);
+	/* One device sets the household up; the others learn of each other by syncing. */
 	while (sim->n < n && !sim->failed)
-		sim_op_add_device(sim, sim->r[sim_rng_below(&sim->rng, (uint64_t)sim->n)]);
+		sim_op_add_device(sim, g);
 }
 
 static void sim_partition(struct sim *sim)
@@ -1894,7 +1943,15 @@ static void sim_local_record_op(struct sim_replica *rep)
 {
 	uint64_t k = sim_rng_below(&rep->sim->rng, 100);
 
-	if (k < 30)
+	if (k < 2) {
+		/* A bulk import: more versions than SYNC_WINDOW batches carry. */
+		uint64_t n = 20 + sim_rng_below(&rep->sim->rng, 230);
+
+		sim_log(rep->sim, "replica %d imports %" PRIu64 " records", rep->idx, n);
+		for (uint64_t i = 0; i < n && !rep->sim->failed; i++)
+			sim_op_create(rep);
+		rep->sim->st.bulk_imports++;
+	} else if (k < 30)
 		sim_op_create(rep);
 	else if (k < 70)
 		sim_op_edit(rep);
@@ -1942,14 +1999,17 @@ static void sim_step(struct sim *sim)
 				sim->st.closes_other++;
 			sim_link_close(sim_link_get(sim, i, j), "disconnect");
 		}
-	} else if (k < 915) {
+	} else if (k < 912) {
 		rep = sim_pick_member(sim);
 		if (rep != NULL)
 			sim_op_add_device(sim, rep);
-	} else if (k < 930) {
+	} else if (k < 918) {
 		rep = sim_pick_member(sim);
 		if (rep != NULL)
 			sim_op_revoke(rep);
+	} else if (k < 930) {
+		for (int i = 0; i < 8 && sim_deliver_one(sim); i++)
+			continue;
 	} else if (k < 940) {
 		rep = sim_pick_member(sim);
 		if (rep != NULL)
@@ -2101,6 +2161,8 @@ static void sim_check(struct sim *sim)
 	}
 	first = live[0];
 	ref = sim->r[first];
+	sim->st.live_members += (uint64_t)n_live;
+	sim->st.records += ref->n_recs;
 	membership_digest(ref->memb, md0);
 	sim_records_digest(ref->recs, ref->n_recs, d0);
 	for (int a = 0; a < n_live && !sim->failed; a++) {
@@ -2138,14 +2200,15 @@ static void sim_check(struct sim *sim)
 			sim_failf(sim,
 				  "replica %d lost %" PRIu64 " stored versions that no longer open",
 				  live[a], rep->dropped);
-		/* Strong remove: nothing above a revoked author's cutoff. */
+		/* Strong remove: nothing above a revoked author's cutoff is merged. */
 		for (size_t i = 0; i < rep->n_authors; i++)
-			if (rep->authors[i].n > 0 &&
+			if (rep->authors[i].merged > 0 &&
 			    !membership_version_admissible(rep->memb, rep->authors[i].id,
-							   rep->authors[i].n))
-				sim_failf(
-				    sim, "replica %d holds %s seq %zu, above its revoke cutoff",
-				    live[a], sim_hex8(rep->authors[i].id, hex), rep->authors[i].n);
+							   rep->authors[i].merged))
+				sim_failf(sim,
+					  "replica %d merges %s seq %zu, above its revoke cutoff",
+					  live[a], sim_hex8(rep->authors[i].id, hex),
+					  rep->authors[i].merged);
 	}
 	if (sim->failed)
 		return;
@@ -2160,6 +2223,8 @@ static void sim_check(struct sim *sim)
 			struct membership_device dev;
 
 			for (size_t s = 0; s < ra->n; s++) {
+				if (!membership_version_admissible(rep->memb, ra->id, s + 1))
+					break; /* hidden (--hide): not part of the state */
 				struct record_sealed_header h;
 				struct record_version *v = NULL;
 
@@ -2217,8 +2282,11 @@ static void sim_check(struct sim *sim)
 				    sim_union_has_op(u, n_u, t->record_id, RECORD_OP_PURGE))
 					continue;
 				sim_failf(sim,
-					  "replica %d lost a record (truth %zu) without a purge",
-					  live[a], i);
+					  "replica %d lost a record (truth %zu: created by %d seq "
+					  "%" PRIu64 ", admitted by mask %#x) without a purge (%s)",
+					  live[a], i, sim_replica_of(sim, t->author), t->seq,
+					  t->accepted_by,
+					  rec == NULL ? "no state" : "state without its create");
 				continue;
 			}
 			if (record_state_private_key(rec->st, &key, &key_len) != PKS_OK ||
@@ -2264,17 +2332,23 @@ static void sim_print_stats(const struct sim *sim)
 }
 
 /* One seed: returns true when every check passed. */
-static bool sim_run(uint64_t seed, uint64_t steps, bool verbose, bool direct, bool keyshare,
-		    bool calm, struct sim_stats *total)
+struct sim_opts {
+	uint64_t steps;
+	bool verbose, direct, keyshare, calm, hide;
+};
+
+static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *total)
 {
+	uint64_t steps = o->steps;
 	struct sim *sim = sim_xalloc(sizeof(*sim));
 	bool ok;
 
 	sim->seed = seed;
-	sim->verbose = verbose;
-	sim->direct = direct;
-	sim->keyshare = keyshare;
-	sim->calm = calm;
+	sim->verbose = o->verbose;
+	sim->direct = o->direct;
+	sim->keyshare = o->keyshare;
+	sim->calm = o->calm;
+	sim->hide = o->hide;
 	sim_rng_seed(&sim->rng, seed);
 	sim_rng_seed(&sim_sodium_rng, seed ^ UINT64_C(0x5eed5eed5eed5eed));
 	sim->now_ms = SIM_EPOCH_T0_MS + sim_rng_below(&sim->rng, 1000000);
@@ -2289,7 +2363,7 @@ static bool sim_run(uint64_t seed, uint64_t steps, bool verbose, bool direct, bo
 	if (!ok)
 		printf("sim: FAIL seed=%" PRIu64 " step=%" PRIu64 "%s: %s\n", seed, sim->step,
 		       sim->healing ? " (heal)" : "", sim->fail);
-	if (verbose || !ok)
+	if (o->verbose || !ok)
 		sim_print_stats(sim);
 	if (total != NULL) {
 		total->local_ops += sim->st.local_ops;
@@ -2308,6 +2382,9 @@ static bool sim_run(uint64_t seed, uint64_t steps, bool verbose, bool direct, bo
 		total->closes_error += sim->st.closes_error;
 		total->imports += sim->st.imports;
 		total->empty_vaults += sim->st.empty_vaults;
+		total->live_members += sim->st.live_members;
+		total->bulk_imports += sim->st.bulk_imports;
+		total->records += sim->st.records;
 		total->heal_rounds += (uint64_t)sim->heal_rounds;
 	}
 	sim_free(sim);
@@ -2332,17 +2409,19 @@ static int sim_parse_u64(const char *s, uint64_t *out)
 static void sim_usage(void)
 {
 	fprintf(stderr, "usage: pksync-sim [--seed N | --runs K [--first-seed S]] [--steps N] "
-			"[--direct] [--keyshare] [--calm-revokes] [--verbose]\n");
+			"[--direct] [--keyshare] [--hide] [--calm-revokes] [--verbose]\n");
 }
 
 int main(int argc, char **argv)
 {
 	uint64_t first = 1, runs = 1, steps = SIM_DEFAULT_STEPS, failures = 0;
-	bool verbose = false, single = false, direct = false, keyshare = false, calm = false;
+	struct sim_opts o;
+	bool single = false;
 	struct sim_stats total;
 	struct timespec t0, t1;
 	double secs;
 
+	memset(&o, 0, sizeof(o));
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -2359,18 +2438,29 @@ int main(int argc, char **argv)
 			   steps <= SIM_STEPS_MAX) {
 			i++;
 		} else if (strcmp(a, "--calm-revokes") == 0) {
-			calm = true;
+			o.calm = true;
 		} else if (strcmp(a, "--keyshare") == 0) {
-			keyshare = true;
+			o.keyshare = true;
+		} else if (strcmp(a, "--hide") == 0) {
+			o.hide = true;
 		} else if (strcmp(a, "--direct") == 0) {
-			direct = true;
+			o.direct = true;
+		} else if (strcmp(a, "--soak-gate") == 0) {
+			/* The soak is long: it runs only when asked for. */
+			if (getenv("PKSYNC_SIM_SOAK") == NULL) {
+				printf("sim: soak skipped: set PKSYNC_SIM_SOAK=1 (meson test "
+				       "--setup simsoak --suite sim)\n");
+				return 77;
+			}
 		} else if (strcmp(a, "--verbose") == 0) {
-			verbose = true;
+			o.verbose = true;
 		} else {
 			sim_usage();
 			return 2;
 		}
 	}
+	o.steps = steps;
+	o.verbose = o.verbose || single;
 	randombytes_set_implementation(&sim_randombytes);
 	if (sodium_init() < 0) {
 		fprintf(stderr, "sim: sodium_init failed\n");
@@ -2379,8 +2469,7 @@ int main(int argc, char **argv)
 	memset(&total, 0, sizeof(total));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (uint64_t k = 0; k < runs; k++)
-		failures +=
-		    !sim_run(first + k, steps, verbose || single, direct, keyshare, calm, &total);
+		failures += !sim_run(first + k, &o, &total);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf(
