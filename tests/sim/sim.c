@@ -43,6 +43,8 @@
 #define SIM_QUEUE_MAX 4096
 #define SIM_RP_POOL 12
 #define SIM_ORDERS 3
+/* Messages one side of a session may send when both already agree. */
+#define SIM_QUIET_MSGS_MAX 8
 #define SIM_EPOCH_T0_MS UINT64_C(1790000000000)
 #define SIM_HOUR_MS (UINT64_C(3600) * 1000)
 
@@ -288,6 +290,7 @@ struct sim_stats {
 	uint64_t adds, revokes, rotates, renames, restarts, partitions, imports;
 	uint64_t records; /* records held by the first live member at the check */
 	uint64_t bulk_imports;
+	uint64_t quiet_sessions, quiet_msgs;
 	uint64_t reconciliations, live_members, synced_unequal, empty_vaults, heal_rounds;
 };
 
@@ -2305,6 +2308,76 @@ static void sim_check(struct sim *sim)
 	free(u);
 }
 
+/*
+ * After convergence, two engine properties (DESIGN §6): a reconnect with
+ * nothing changed moves no version or op and only a handful of small
+ * messages; and one local change then reaches every live member through
+ * live pushes alone, without a new session.
+ */
+static void sim_check_quiet(struct sim *sim)
+{
+	int live[SIM_MAX_REPLICAS], n_live = 0;
+	uint64_t n = 0;
+
+	if (sim->direct || sim->failed)
+		return;
+	for (int i = 0; i < sim->n; i++)
+		if (sim_live(sim, i))
+			live[n_live++] = i;
+	if (n_live < 2)
+		return;
+	for (int i = 0; i < sim->n; i++)
+		for (int j = i + 1; j < sim->n; j++)
+			sim_link_close(&sim->link[i][j], "quiet check");
+	for (int a = 0; a < n_live; a++)
+		for (int b = a + 1; b < n_live; b++)
+			sim_link_open(sim, live[a], live[b], true);
+	while (sim_deliver_one(sim) && ++n < SIM_HEAL_DELIVERIES_MAX)
+		continue;
+	for (int a = 0; a < n_live && !sim->failed; a++) {
+		for (int b = a + 1; b < n_live && !sim->failed; b++) {
+			struct sim_link *l = sim_link_get(sim, live[a], live[b]);
+
+			if (!sim_link_live(l)) {
+				sim_failf(sim, "quiet reconnect: session %d-%d is not LIVE",
+					  live[a], live[b]);
+				break;
+			}
+			for (int side = 0; side < 2; side++) {
+				struct sync_stats st;
+
+				sync_session_stats(l->s[side], &st);
+				sim->st.quiet_sessions++;
+				sim->st.quiet_msgs += st.msgs_out;
+				if (st.versions_out != 0 || st.ops_out != 0 ||
+				    st.reconciliations != 0 || st.msgs_out > SIM_QUIET_MSGS_MAX)
+					sim_failf(sim,
+						  "quiet reconnect: %d sent %d %" PRIu64
+						  " messages (%" PRIu64 " bytes), %" PRIu64
+						  " versions, %" PRIu64 " ops, %" PRIu64
+						  " reconciliations with nothing to say",
+						  side == 0 ? l->a : l->b, side == 0 ? l->b : l->a,
+						  st.msgs_out, st.bytes_out, st.versions_out,
+						  st.ops_out, st.reconciliations);
+			}
+		}
+	}
+	if (sim->failed)
+		return;
+	sim_op_create(sim->r[live[sim_rng_below(&sim->rng, (uint64_t)n_live)]]);
+	sim_push_dirty(sim);
+	n = 0;
+	while (sim_deliver_one(sim) && ++n < SIM_HEAL_DELIVERIES_MAX)
+		continue;
+	if (!sim_converged(sim))
+		sim_failf(sim, "live push: a change did not reach every live member");
+	for (int a = 0; a < n_live; a++)
+		for (int b = a + 1; b < n_live; b++)
+			if (!sim_link_live(sim_link_get(sim, live[a], live[b])))
+				sim_failf(sim, "live push: session %d-%d is no longer LIVE",
+					  live[a], live[b]);
+}
+
 static void sim_free(struct sim *sim)
 {
 	for (int i = 0; i < sim->n; i++)
@@ -2359,6 +2432,7 @@ static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *t
 		sim_heal(sim);
 	if (!sim->failed)
 		sim_check(sim);
+	sim_check_quiet(sim);
 	ok = !sim->failed;
 	if (!ok)
 		printf("sim: FAIL seed=%" PRIu64 " step=%" PRIu64 "%s: %s\n", seed, sim->step,
@@ -2384,6 +2458,8 @@ static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *t
 		total->empty_vaults += sim->st.empty_vaults;
 		total->live_members += sim->st.live_members;
 		total->bulk_imports += sim->st.bulk_imports;
+		total->quiet_sessions += sim->st.quiet_sessions;
+		total->quiet_msgs += sim->st.quiet_msgs;
 		total->records += sim->st.records;
 		total->heal_rounds += (uint64_t)sim->heal_rounds;
 	}
@@ -2472,16 +2548,23 @@ int main(int argc, char **argv)
 		failures += !sim_run(first + k, &o, &total);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf(
-	    "# totals: local ops %" PRIu64 ", msgs %" PRIu64 ", adds %" PRIu64 ", revokes %" PRIu64
-	    ", restarts %" PRIu64 ", partitions %" PRIu64 ", imports %" PRIu64
-	    ", session errors %" PRIu64 ", faults drop/dup/reorder/cut/busy "
-	    "%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 ", reconciliations %" PRIu64
-	    ", unequal syncs %" PRIu64 ", vaults left empty %" PRIu64 ", heal rounds %" PRIu64 "\n",
-	    total.local_ops, total.msgs, total.adds, total.revokes, total.restarts,
-	    total.partitions, total.imports, total.closes_error, total.dropped, total.duplicated,
-	    total.reordered, total.cut, total.busy, total.reconciliations, total.synced_unequal,
-	    total.empty_vaults, total.heal_rounds);
+	printf("# totals: local ops %" PRIu64 " (bulk imports %" PRIu64
+	       ", same-credential imports %" PRIu64 "), adds %" PRIu64 ", revokes %" PRIu64
+	       ", restarts %" PRIu64 ", partitions %" PRIu64 "\n",
+	       total.local_ops, total.bulk_imports, total.imports, total.adds, total.revokes,
+	       total.restarts, total.partitions);
+	printf("# totals: messages %" PRIu64 ", session errors %" PRIu64
+	       ", faults drop/dup/reorder/cut/busy %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+	       "/%" PRIu64 ", reconciliations %" PRIu64 ", unequal syncs %" PRIu64 "\n",
+	       total.msgs, total.closes_error, total.dropped, total.duplicated, total.reordered,
+	       total.cut, total.busy, total.reconciliations, total.synced_unequal);
+	printf("# totals: checked %" PRIu64 " live members holding %" PRIu64
+	       " records, vaults left empty %" PRIu64 ", heal rounds %" PRIu64
+	       ", quiet reconnects %" PRIu64 " (%.1f messages per side)\n",
+	       total.live_members, total.records, total.empty_vaults, total.heal_rounds,
+	       total.quiet_sessions,
+	       total.quiet_sessions ? (double)total.quiet_msgs / (double)total.quiet_sessions
+				    : 0.0);
 	printf("sim: %s runs=%" PRIu64 " failed=%" PRIu64 " seeds=%" PRIu64 "..%" PRIu64
 	       " steps=%" PRIu64 " seconds=%.2f runs/s=%.2f\n",
 	       failures ? "FAIL" : "ok", runs, failures, first, first + runs - 1, steps, secs,
