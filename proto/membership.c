@@ -2054,34 +2054,36 @@ static const struct memb_node *memb_epoch_winner(const struct membership *m, uin
 	return best;
 }
 
-int membership_epoch_key(const struct membership *m, uint32_t epoch, const uint8_t my_dh_pk[32],
-			 const uint8_t my_dh_sk[32], uint8_t key_out[32])
+/* Whether device d was ever added with dh key dh_pk. */
+static bool memb_dev_has_dh(const struct membership *m, uint32_t d, const uint8_t dh_pk[32])
 {
-	const struct memb_node *win;
+	if (d == MEMB_NONE)
+		return false;
+	for (size_t k = 0; k < m->devs[d]->adds.n; k++)
+		if (memcmp(m->nodes[m->devs[d]->adds.v[k]]->op.dev_dh_pk, dh_pk, 32) == 0)
+			return true;
+	return false;
+}
+
+/* Opens rot's key for the device with my_dh_pk: PKS_ERR_PERM when none is sealed to it. */
+static int memb_open_rotate(const struct membership *m, const struct memb_node *rot,
+			    const uint8_t my_dh_pk[32], const uint8_t my_dh_sk[32],
+			    uint8_t key_out[32])
+{
 	uint8_t *key = NULL;
-	int r = PKS_ERR_INVALID;
+	int r = PKS_ERR_PERM;
 
-	if (m == NULL || my_dh_pk == NULL || my_dh_sk == NULL || key_out == NULL)
-		goto out;
-	r = PKS_ERR_NOT_FOUND;
-	win = memb_epoch_winner(m, epoch);
-	if (win == NULL)
-		goto out;
-	for (size_t s = 0; s < win->op.n_seals; s++) {
-		uint32_t d = memb_find_dev(m, win->op.seals[s].device_id);
-
-		if (d == MEMB_NONE || !m->devs[d]->visible ||
-		    memcmp(m->nodes[m->devs[d]->best_add]->op.dev_dh_pk, my_dh_pk, 32) != 0)
+	for (size_t s = 0; s < rot->op.n_seals; s++) {
+		if (!memb_dev_has_dh(m, memb_find_dev(m, rot->op.seals[s].device_id), my_dh_pk))
 			continue;
 		r = PKS_ERR_NOMEM;
 		key = sodium_malloc(32);
 		if (key == NULL)
 			goto out;
-		if (crypto_box_seal_open(key, win->op.seals[s].box, MEMBERSHIP_SEALED_KEY_LEN,
-					 my_dh_pk, my_dh_sk) != 0) {
-			r = PKS_ERR_AUTH;
+		r = PKS_ERR_AUTH;
+		if (crypto_box_seal_open(key, rot->op.seals[s].box, MEMBERSHIP_SEALED_KEY_LEN,
+					 my_dh_pk, my_dh_sk) != 0)
 			goto out;
-		}
 		memcpy(key_out, key, 32);
 		r = PKS_OK;
 		goto out;
@@ -2089,6 +2091,58 @@ int membership_epoch_key(const struct membership *m, uint32_t epoch, const uint8
 out:
 	sodium_free(key);
 	return r;
+}
+
+int membership_epoch_key(const struct membership *m, uint32_t epoch, const uint8_t my_dh_pk[32],
+			 const uint8_t my_dh_sk[32], uint8_t key_out[32])
+{
+	const struct memb_node *win;
+	int r;
+
+	if (m == NULL || my_dh_pk == NULL || my_dh_sk == NULL || key_out == NULL)
+		return PKS_ERR_INVALID;
+	win = memb_epoch_winner(m, epoch);
+	if (win == NULL)
+		return PKS_ERR_NOT_FOUND;
+	r = memb_open_rotate(m, win, my_dh_pk, my_dh_sk, key_out);
+	return r == PKS_ERR_PERM ? PKS_ERR_NOT_FOUND : r;
+}
+
+int membership_epoch_key_nth(const struct membership *m, uint32_t epoch, size_t n,
+			     const uint8_t my_dh_pk[32], const uint8_t my_dh_sk[32],
+			     uint8_t key_out[32])
+{
+	const struct memb_node *win, *pick = NULL;
+
+	if (m == NULL || my_dh_pk == NULL || my_dh_sk == NULL || key_out == NULL)
+		return PKS_ERR_INVALID;
+	win = memb_epoch_winner(m, epoch);
+	if (win != NULL && n == 0) {
+		pick = win;
+	} else {
+		/* The others ascending by op id: take the next larger id n times. */
+		const struct memb_node *prev = NULL;
+		size_t skip = win != NULL ? n - 1 : n;
+
+		for (size_t step = 0; step <= skip; step++) {
+			const struct memb_node *next = NULL;
+
+			for (size_t k = 0; k < m->rotates.n; k++) {
+				const struct memb_node *c = m->nodes[m->rotates.v[k]];
+
+				if (c == win || c->op.epoch != epoch ||
+				    (prev != NULL && memcmp(c->id, prev->id, 32) <= 0))
+					continue;
+				if (next == NULL || memcmp(c->id, next->id, 32) < 0)
+					next = c;
+			}
+			if (next == NULL)
+				return PKS_ERR_NOT_FOUND;
+			prev = next;
+		}
+		pick = prev;
+	}
+	return memb_open_rotate(m, pick, my_dh_pk, my_dh_sk, key_out);
 }
 
 bool membership_rotate_needed(const struct membership *m)

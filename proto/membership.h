@@ -228,6 +228,18 @@ uint32_t membership_epoch(const struct membership *m);
 int membership_epoch_key(const struct membership *m, uint32_t epoch, const uint8_t my_dh_pk[32],
 			 const uint8_t my_dh_sk[32], uint8_t key_out[32]);
 /*
+ * Every accepted ROTATE to epoch, not only the winner: n = 0 is the winner
+ * (when one counts), then the others ascending by op id, also those that no
+ * longer count. A version sealed by a device that saw a losing concurrent
+ * ROTATE first is under that ROTATE's key, so when the winner's key fails
+ * the MAC the agent tries these in turn. PKS_ERR_NOT_FOUND past the last,
+ * PKS_ERR_PERM when the n-th holds no key for my_dh_pk, PKS_ERR_AUTH when
+ * the box does not open; key_out is written only on success.
+ */
+int membership_epoch_key_nth(const struct membership *m, uint32_t epoch, size_t n,
+			     const uint8_t my_dh_pk[32], const uint8_t my_dh_sk[32],
+			     uint8_t key_out[32]);
+/*
  * True when the current epoch's key is known to a device that is no longer
  * a member (epoch 1 and some device was ever revoked, or the winning ROTATE
  * sealed it to a now revoked device): the agent should rotate.

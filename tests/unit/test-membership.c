@@ -730,6 +730,54 @@ static void test_revoke_rotate(void)
 	oplist_free(&l);
 }
 
+/* Concurrent ROTATEs to one epoch: the smaller op id wins everywhere. */
+static void test_concurrent_rotate(void)
+{
+	struct oplist l = {.n = 0};
+	struct membership *a, *b;
+	uint8_t k1[32], k2[32], got[32], id1[32], id2[32];
+	const uint8_t *win, *lose;
+
+	setup();
+	a = with_genesis(&l);
+	CHECK_OK(add(a, &l, 0, 1));
+	b = clone(a);
+	memset(k1, 0x11, 32);
+	memset(k2, 0x22, 32);
+	CHECK_OK(rotate(a, &l, 0, k1));
+	CHECK_OK(rotate(b, &l, 1, k2));
+	CHECK_OK(add(b, &l, 1, 2)); /* after b's rotate: 2 holds no epoch-2 key */
+	membership_op_id(l.op[2], l.len[2], id1);
+	membership_op_id(l.op[3], l.len[3], id2);
+	win = memcmp(id1, id2, 32) < 0 ? k1 : k2;
+	lose = win == k1 ? k2 : k1;
+	CHECK_OK(sync_to(a, b));
+	CHECK_OK(sync_to(b, a));
+	CHECK_EQ(membership_epoch(a), 2);
+	CHECK_EQ(membership_epoch(b), 2);
+	CHECK_OK(membership_epoch_key(a, 2, devs[1].dh_pk, devs[1].dh_sk, got));
+	CHECK_MEM_EQ(got, win, 32);
+	CHECK_OK(membership_epoch_key(b, 2, devs[0].dh_pk, devs[0].dh_sk, got));
+	CHECK_MEM_EQ(got, win, 32);
+	CHECK_OK(membership_epoch_key_nth(b, 2, 0, devs[0].dh_pk, devs[0].dh_sk, got));
+	CHECK_MEM_EQ(got, win, 32);
+	CHECK_OK(membership_epoch_key_nth(b, 2, 1, devs[0].dh_pk, devs[0].dh_sk, got));
+	CHECK_MEM_EQ(got, lose, 32);
+	CHECK_EQ(membership_epoch_key_nth(b, 2, 2, devs[0].dh_pk, devs[0].dh_sk, got),
+		 PKS_ERR_NOT_FOUND);
+	CHECK_EQ(membership_epoch_key(b, 2, devs[2].dh_pk, devs[2].dh_sk, got), PKS_ERR_NOT_FOUND);
+	CHECK_EQ(membership_epoch_key_nth(b, 2, 1, devs[2].dh_pk, devs[2].dh_sk, got),
+		 PKS_ERR_PERM);
+	/* The next rotate is epoch 3 and reaches 2. */
+	CHECK_OK(rotate(a, &l, 1, k1));
+	CHECK_EQ(membership_epoch(a), 3);
+	CHECK_OK(membership_epoch_key(a, 3, devs[2].dh_pk, devs[2].dh_sk, got));
+	CHECK_MEM_EQ(got, k1, 32);
+	membership_free(a);
+	membership_free(b);
+	oplist_free(&l);
+}
+
 static void test_mutual_revoke(void)
 {
 	struct oplist l = {.n = 0};
@@ -1326,6 +1374,7 @@ CHECK_MAIN({"/membership/genesis_add_chain", test_genesis_add_chain},
 	   {"/membership/forged_signature", test_forged_signature},
 	   {"/membership/non_member_refused", test_non_member_refused},
 	   {"/membership/revoke_rotate", test_revoke_rotate},
+	   {"/membership/concurrent_rotate", test_concurrent_rotate},
 	   {"/membership/mutual_revoke", test_mutual_revoke},
 	   {"/membership/strong_remove", test_strong_remove}, {"/membership/pending", test_pending},
 	   {"/membership/missing", test_missing}, {"/membership/limits", test_limits},
