@@ -512,6 +512,15 @@ static void sim_keys_refresh(struct sim_replica *rep)
 	sodium_memzero(key, sizeof(key));
 }
 
+static bool sim_has_key(const struct sim_replica *rep, uint32_t epoch, const uint8_t key[32])
+{
+	for (size_t i = 0; i < rep->n_keys; i++)
+		if (rep->sec->keys[i].epoch == epoch &&
+		    sodium_memcmp(rep->sec->keys[i].key, key, 32) == 0)
+			return true;
+	return false;
+}
+
 static bool sim_has_epoch(const struct sim_replica *rep, uint32_t epoch)
 {
 	for (size_t i = 0; i < rep->n_keys; i++)
@@ -2144,6 +2153,47 @@ static void sim_fold(struct sim *sim, struct record_version **u, size_t n, uint8
 	free(order);
 }
 
+/*
+ * Which epoch keys a replica lacks and why: "not sealed" (the winning ROTATE
+ * of that epoch was not sealed to it: it joined concurrently) or "loser key"
+ * (it holds one key of the epoch, other members another: concurrent
+ * ROTATEs).
+ */
+static void sim_describe_keys(const struct sim *sim, const struct sim_replica *rep, char *out,
+			      size_t cap)
+{
+	uint32_t top = membership_epoch(rep->memb);
+	size_t n = 0;
+	uint8_t key[32];
+
+	out[0] = '\0';
+	n += (size_t)snprintf(out, cap, "epochs 1..%" PRIu32, top);
+	for (uint32_t e = 1; e <= top && e < 64 && n < cap; e++) {
+		const uint8_t *mine = sim_epoch_key(rep, e);
+		bool other = false;
+
+		for (int i = 0; i < sim->n && mine != NULL; i++)
+			for (size_t k = 0; k < sim->r[i]->n_keys; k++)
+				if (sim->r[i]->sec->keys[k].epoch == e &&
+				    !sim_has_key(rep, e, sim->r[i]->sec->keys[k].key))
+					other = true;
+		if (mine == NULL) {
+			int r = e > 1 ? membership_epoch_key(rep->memb, e, rep->dh_pk,
+							     rep->sec->dh_sk, key)
+				      : PKS_ERR_NOT_FOUND;
+
+			n += (size_t)snprintf(out + n, cap - n, ", no key for %" PRIu32 " (%s)", e,
+					      r == PKS_ERR_NOT_FOUND ? "not sealed to it"
+								     : pks_strerror(r));
+		} else if (other) {
+			n += (size_t)snprintf(
+			    out + n, cap - n,
+			    ", epoch %" PRIu32 " has keys it lacks (concurrent ROTATEs)", e);
+		}
+	}
+	sodium_memzero(key, sizeof(key));
+}
+
 static void sim_check(struct sim *sim)
 {
 	int live[SIM_MAX_REPLICAS], n_live = 0, first;
@@ -2192,13 +2242,19 @@ static void sim_check(struct sim *sim)
 					  live[a], live[b]);
 		}
 		sim_records_digest(rep->recs, rep->n_recs, d);
-		if (memcmp(d, d0, 32) != 0)
+		if (memcmp(d, d0, 32) != 0) {
+			char keys[2][160];
+
+			sim_describe_keys(sim, ref, keys[0], sizeof(keys[0]));
+			sim_describe_keys(sim, rep, keys[1], sizeof(keys[1]));
 			sim_failf(sim,
 				  "digests differ after heal: replica %d (%zu records, %zu "
-				  "authors, %" PRIu64 " undecryptable) vs %d (%zu records, %zu "
-				  "authors, %" PRIu64 " undecryptable)",
-				  first, ref->n_recs, ref->n_authors, ref->undecryptable, live[a],
-				  rep->n_recs, rep->n_authors, rep->undecryptable);
+				  "authors, %" PRIu64 " undecryptable; %s) vs %d (%zu records, %zu "
+				  "authors, %" PRIu64 " undecryptable; %s)",
+				  first, ref->n_recs, ref->n_authors, ref->undecryptable, keys[0],
+				  live[a], rep->n_recs, rep->n_authors, rep->undecryptable,
+				  keys[1]);
+		}
 		if (rep->dropped != 0)
 			sim_failf(sim,
 				  "replica %d lost %" PRIu64 " stored versions that no longer open",
