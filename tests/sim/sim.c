@@ -2400,9 +2400,18 @@ static void sim_check_quiet(struct sim *sim)
 				break;
 			}
 			for (int side = 0; side < 2; side++) {
-				struct sync_stats st;
+				struct sync_stats st, peer;
 
 				sync_session_stats(l->s[side], &st);
+				sync_session_stats(l->s[1 - side], &peer);
+				/* Over a perfect channel every message sent was received. */
+				if (st.msgs_out != peer.msgs_in || st.bytes_out != peer.bytes_in)
+					sim_failf(
+					    sim,
+					    "stats: %d sent %" PRIu64 " messages (%" PRIu64
+					    " bytes), %d counted %" PRIu64 " (%" PRIu64 " bytes)",
+					    side == 0 ? l->a : l->b, st.msgs_out, st.bytes_out,
+					    side == 0 ? l->b : l->a, peer.msgs_in, peer.bytes_in);
 				sim->st.quiet_sessions++;
 				sim->st.quiet_msgs += st.msgs_out;
 				if (st.versions_out != 0 || st.ops_out != 0 ||
@@ -2554,6 +2563,8 @@ int main(int argc, char **argv)
 	double secs;
 
 	memset(&o, 0, sizeof(o));
+	/* Line by line, so a soak's log shows progress and a killed run its last seed. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
