@@ -3,17 +3,27 @@
  * measured in one run on one machine (these machines are shared and noisy,
  * so no figure here is a pass/fail test).
  *
- *   pksync-bench [--json] [--records N]     run every benchmark
+ *   pksync-bench [--json] [--records N] [--sync-records N]   run every benchmark
  *   pksync-bench --make-cxf N FILE          write N fresh passkeys as CXF
+ *
+ * The sync figures run real agents as subprocesses on loopback and count the
+ * bytes each agent reports on its member sockets (status "traffic", framing
+ * included), so they measure what goes over the wire, not what the engine
+ * thinks it sent.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,20 +35,28 @@
 #include "common/err.h"
 #include "proto/noise.h"
 #include "proto/record.h"
+#include "tools/cli-client.h"
 
 struct bench_result {
 	const char *name;
 	double value;
 	const char *unit;
+	/* Printed beside the figure in the text output; NULL when there is none. */
+	const char *target;
 };
 
-static struct bench_result results[32];
+static struct bench_result results[48];
 static size_t nresults;
+
+static void bench_add_target(const char *name, double value, const char *unit, const char *target)
+{
+	if (nresults < sizeof(results) / sizeof(results[0]))
+		results[nresults++] = (struct bench_result){name, value, unit, target};
+}
 
 static void bench_add(const char *name, double value, const char *unit)
 {
-	if (nresults < sizeof(results) / sizeof(results[0]))
-		results[nresults++] = (struct bench_result){name, value, unit};
+	bench_add_target(name, value, unit, NULL);
 }
 
 static double bench_now(void)
@@ -57,7 +75,8 @@ static void bench_rng(void *user_data, uint8_t *buf, size_t n)
 
 /* ---- generated passkeys ---- */
 
-static int bench_make_items(size_t n, struct passkey_item **out)
+/* n passkeys numbered from first (the number picks the site and the user name). */
+static int bench_make_items(size_t first, size_t n, struct passkey_item **out)
 {
 	struct passkey_item *items = calloc(n, sizeof(*items));
 	int r = PKS_OK;
@@ -75,9 +94,9 @@ static int bench_make_items(size_t n, struct passkey_item **out)
 		if (r == PKS_OK)
 			r = passkey_key_spki(key, &it->public_key, &it->public_key_len);
 		passkey_key_free(key);
-		snprintf(buf, sizeof(buf), "site%zu.example", i % 997);
+		snprintf(buf, sizeof(buf), "site%zu.example", (first + i) % 997);
 		it->rp_id = strdup(buf);
-		snprintf(buf, sizeof(buf), "user%zu", i);
+		snprintf(buf, sizeof(buf), "user%zu", first + i);
 		it->user_name = strdup(buf);
 		it->display_name = strdup(buf);
 		it->credential_id = malloc(32);
@@ -108,27 +127,62 @@ static void bench_free_items(struct passkey_item *items, size_t n)
 	free(items);
 }
 
+/*
+ * Writes one CXF file of n passkeys, made and exported BENCH_CXF_CHUNK at a
+ * time: each private key is its own sodium_malloc mapping, and 100,000 of
+ * them at once run into vm.max_map_count. export_cxf() renders compact JSON
+ * whose items array closes the document ("...\"items\":[ITEMS]}]}"), so the
+ * chunks' ITEMS are spliced into the first chunk's document.
+ */
+#define BENCH_CXF_CHUNK 1000
+
 static int bench_make_cxf(size_t n, const char *path)
 {
+	static const char tail[] = "]}]}";
 	struct passkey_item *items = NULL;
 	char *json = NULL;
-	FILE *f = NULL;
-	int r = bench_make_items(n, &items);
+	FILE *f = fopen(path, "w");
+	int r = f == NULL ? PKS_ERR_IO : PKS_OK;
 
-	if (r == PKS_OK)
-		r = export_cxf(items, n, "pksync-bench", (uint64_t)time(NULL), &json);
-	if (r == PKS_OK) {
-		f = fopen(path, "w");
-		if (f == NULL || fputs(json, f) < 0)
-			r = PKS_ERR_IO;
-		if (f != NULL && fclose(f) != 0)
-			r = PKS_ERR_IO;
-	}
-	if (json != NULL) {
+	for (size_t done = 0; r == PKS_OK && done < n;) {
+		size_t k = n - done < BENCH_CXF_CHUNK ? n - done : BENCH_CXF_CHUNK;
+		const char *body;
+		size_t len;
+
+		r = bench_make_items(done, k, &items);
+		if (r == PKS_OK)
+			r = export_cxf(items, k, "pksync-bench", (uint64_t)time(NULL), &json);
+		bench_free_items(items, k);
+		items = NULL;
+		if (r != PKS_OK)
+			break;
+		len = strlen(json);
+		body = strstr(json, "\"items\":[");
+		if (body == NULL || len < sizeof(tail) ||
+		    strcmp(json + len - (sizeof(tail) - 1), tail) != 0) {
+			r = PKS_ERR_INTERNAL;
+		} else if (done == 0) {
+			/* The whole document but its closing brackets. */
+			if (fwrite(json, 1, len - (sizeof(tail) - 1), f) !=
+			    len - (sizeof(tail) - 1))
+				r = PKS_ERR_IO;
+		} else {
+			body += strlen("\"items\":[");
+			len = (size_t)(json + len - (sizeof(tail) - 1) - body);
+			if (fputc(',', f) == EOF || fwrite(body, 1, len, f) != len)
+				r = PKS_ERR_IO;
+		}
 		sodium_memzero(json, strlen(json));
 		free(json);
+		json = NULL;
+		done += k;
 	}
-	bench_free_items(items, n);
+	if (r == PKS_OK && fputs(tail, f) == EOF)
+		r = PKS_ERR_IO;
+	if (f != NULL && fclose(f) != 0)
+		r = PKS_ERR_IO;
+	if (r != PKS_OK)
+		unlink(path);
 	return r;
 }
 
@@ -223,7 +277,7 @@ static void bench_records(void)
 
 	randombytes_buf(data_key, sizeof(data_key));
 	crypto_sign_keypair(sign_pk, sign_sk);
-	if (bench_make_items(1, &items) != PKS_OK || (v = record_version_new()) == NULL)
+	if (bench_make_items(0, 1, &items) != PKS_OK || (v = record_version_new()) == NULL)
 		goto out;
 	randombytes_buf(v->record_id, sizeof(v->record_id));
 	crypto_generichash(v->author, sizeof(v->author), sign_pk, sizeof(sign_pk), NULL, 0);
@@ -335,14 +389,13 @@ static long long bench_dir_bytes(const char *dir)
 	return total;
 }
 
-static void bench_agent(const char *self, size_t records)
+static char bench_agent_bin[PATH_MAX + 32], bench_cli_bin[PATH_MAX + 32];
+
+/* The agent and the CLI are found beside this binary, as meson lays out the build. */
+static void bench_find_binaries(const char *self)
 {
-	char bin_dir[PATH_MAX], agent[PATH_MAX + 32], cli[PATH_MAX + 32];
-	char state[128], cxf[128], sock[160];
+	char bin_dir[PATH_MAX];
 	char *slash;
-	pid_t pid;
-	double t0;
-	int rc;
 
 	snprintf(bin_dir, sizeof(bin_dir), "%s", self);
 	slash = strrchr(bin_dir, '/');
@@ -350,8 +403,18 @@ static void bench_agent(const char *self, size_t records)
 		snprintf(bin_dir, sizeof(bin_dir), ".");
 	else
 		*slash = '\0';
-	snprintf(agent, sizeof(agent), "%s/../agent/pksync-agent", bin_dir);
-	snprintf(cli, sizeof(cli), "%s/pksync", bin_dir);
+	snprintf(bench_agent_bin, sizeof(bench_agent_bin), "%s/../agent/pksync-agent", bin_dir);
+	snprintf(bench_cli_bin, sizeof(bench_cli_bin), "%s/pksync", bin_dir);
+}
+
+static void bench_agent(size_t records)
+{
+	char *agent = bench_agent_bin, *cli = bench_cli_bin;
+	char state[128], cxf[128], sock[160];
+	pid_t pid;
+	double t0;
+	int rc;
+
 	snprintf(bench_dir, sizeof(bench_dir), "/tmp/pksync-bench-XXXXXX");
 	if (mkdtemp(bench_dir) == NULL)
 		return;
@@ -406,6 +469,631 @@ out:
 	}
 }
 
+/* ---- sync between real agents on loopback ---- */
+
+struct bench_dev {
+	const char *name;
+	char state[160];
+	char sock[192];
+	char log[192];
+	char addr[32];
+	pid_t pid;
+};
+
+/* A port nobody holds right now: the agent's pairing addresses need a real port, not 0. */
+static int bench_free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int port = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static int bench_dev_setup(struct bench_dev *d, const char *root, const char *name)
+{
+	int port = bench_free_port();
+
+	if (port <= 0)
+		return PKS_ERR_IO;
+	memset(d, 0, sizeof(*d));
+	d->name = name;
+	snprintf(d->state, sizeof(d->state), "%s/%s", root, name);
+	snprintf(d->sock, sizeof(d->sock), "%s/control.sock", d->state);
+	snprintf(d->log, sizeof(d->log), "%s/%s.log", root, name);
+	snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
+	return PKS_OK;
+}
+
+/* The last control request that failed, for the message when a figure is left out. */
+static char bench_call_error[CLI_SENTENCE_MAX];
+
+/* One control request; takes request. The result (when wanted) is the caller's to decref. */
+static int bench_call(const struct bench_dev *d, json_t *request, json_t **result)
+{
+	struct cli_frame f;
+	char err[CLI_SENTENCE_MAX] = "";
+	int r;
+
+	memset(&f, 0, sizeof(f));
+	if (request == NULL)
+		return PKS_ERR_NOMEM;
+	r = cli_client_call(d->sock, request, NULL, NULL, &f, err, sizeof(err));
+	json_decref(request);
+	if (r == PKS_OK && f.kind != CLI_FRAME_OK) {
+		snprintf(err, sizeof(err), "%s", f.error);
+		r = PKS_ERR_STATE;
+	}
+	if (r != PKS_OK)
+		snprintf(bench_call_error, sizeof(bench_call_error), "%s: %s", d->name, err);
+	if (r == PKS_OK && result != NULL)
+		*result = json_incref(f.result);
+	cli_frame_clear(&f);
+	return r;
+}
+
+static int bench_status(const struct bench_dev *d, json_t **st)
+{
+	return bench_call(d, json_pack("{s:s}", "cmd", "status"), st);
+}
+
+/* Bytes this agent counted on its member sockets since it started, both directions. */
+static int bench_traffic(const struct bench_dev *d, double *bytes)
+{
+	json_t *st = NULL;
+	json_t *t;
+	int r = bench_status(d, &st);
+
+	if (r != PKS_OK)
+		return r;
+	t = json_object_get(st, "traffic");
+	if (!json_is_integer(json_object_get(t, "bytes_in")) ||
+	    !json_is_integer(json_object_get(t, "bytes_out"))) {
+		r = PKS_ERR_MALFORMED;
+	} else {
+		*bytes = (double)json_integer_value(json_object_get(t, "bytes_in")) +
+			 (double)json_integer_value(json_object_get(t, "bytes_out"));
+	}
+	json_decref(st);
+	return r;
+}
+
+static void bench_dev_stop(struct bench_dev *d)
+{
+	if (d->pid <= 0)
+		return;
+	kill(d->pid, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
+			d->pid = 0;
+			return;
+		}
+		usleep(50000);
+	}
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, NULL, 0);
+	d->pid = 0;
+}
+
+/* Starts the agent listening on its own port (dialing peer too when not NULL). */
+static int bench_dev_start(struct bench_dev *d, const char *peer)
+{
+	pid_t pid;
+
+	mkdir(d->state, 0700);
+	pid = fork();
+	if (pid < 0)
+		return PKS_ERR_IO;
+	if (pid == 0) {
+		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (peer != NULL)
+			execl(bench_agent_bin, bench_agent_bin, "--state-dir", d->state, "--listen",
+			      d->addr, "--no-mdns", "--no-ble", "--peer", peer, (char *)NULL);
+		else
+			execl(bench_agent_bin, bench_agent_bin, "--state-dir", d->state, "--listen",
+			      d->addr, "--no-mdns", "--no-ble", (char *)NULL);
+		_exit(127);
+	}
+	d->pid = pid;
+	for (int i = 0; i < 400; i++) {
+		json_t *st = NULL;
+		if (waitpid(pid, NULL, WNOHANG) == pid) {
+			d->pid = 0;
+			fprintf(stderr, "pksync-bench: agent %s exited early (see %s)\n", d->name,
+				d->log);
+			return PKS_ERR_IO;
+		}
+		if (access(d->sock, F_OK) == 0 && bench_status(d, &st) == PKS_OK) {
+			json_decref(st);
+			return PKS_OK;
+		}
+		usleep(25000);
+	}
+	fprintf(stderr, "pksync-bench: agent %s did not start (see %s)\n", d->name, d->log);
+	bench_dev_stop(d);
+	return PKS_ERR_TIMEOUT;
+}
+
+static int bench_cli(const struct bench_dev *d, const char *a1, const char *a2, const char *a3,
+		     const char *a4, const char *a5, const char *a6, const char *a7)
+{
+	char *argv[] = {bench_cli_bin, "--state-dir", (char *)d->state, (char *)a1, (char *)a2,
+			(char *)a3,    (char *)a4,    (char *)a5,       (char *)a6, (char *)a7,
+			NULL};
+
+	return bench_run(argv, 1) == 0 ? PKS_OK : PKS_ERR_IO;
+}
+
+/* A fresh vault holding n generated passkeys, imported through the CLI. */
+static int bench_dev_found(struct bench_dev *d, const char *cxf)
+{
+	int r = bench_dev_start(d, NULL);
+
+	if (r == PKS_OK)
+		r = bench_cli(d, "init", "--no-passphrase", "--name", d->name, NULL, NULL, NULL);
+	if (r == PKS_OK)
+		r = bench_cli(d, "import", cxf, NULL, NULL, NULL, NULL, NULL);
+	if (r != PKS_OK)
+		fprintf(stderr, "pksync-bench: setting up %s failed (see %s)\n", d->name, d->log);
+	return r;
+}
+
+/* joiner (started, not initialised) joins the vault through sponsor with a pairing code. */
+static int bench_pair(const struct bench_dev *sponsor, const struct bench_dev *joiner)
+{
+	char line[4096];
+	int fds[2];
+	json_t *first = NULL;
+	const char *code;
+	FILE *f = NULL;
+	pid_t pid;
+	int status = 0, r = PKS_ERR_IO;
+
+	if (pipe(fds) != 0)
+		return PKS_ERR_IO;
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return PKS_ERR_IO;
+	}
+	if (pid == 0) {
+		int fd = open(sponsor->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(fds[1], 1);
+		if (fd >= 0)
+			dup2(fd, 2);
+		close(fds[0]);
+		execl(bench_cli_bin, bench_cli_bin, "--state-dir", sponsor->state, "pair", "--json",
+		      "--timeout", "120", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	f = fdopen(fds[0], "r");
+	if (f == NULL) {
+		close(fds[0]);
+		goto out;
+	}
+	if (fgets(line, sizeof(line), f) == NULL)
+		goto out;
+	first = json_loads(line, 0, NULL);
+	code = json_string_value(json_object_get(first, "code"));
+	if (code == NULL)
+		goto out;
+	r = bench_cli(joiner, "join", code, "--peer", sponsor->addr, "--name", joiner->name,
+		      "--no-passphrase");
+out:
+	if (f != NULL) {
+		while (fgets(line, sizeof(line), f) != NULL)
+			continue;
+		fclose(f);
+	}
+	if (r != PKS_OK)
+		kill(pid, SIGTERM);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		r = PKS_ERR_IO;
+	json_decref(first);
+	if (r != PKS_OK)
+		fprintf(stderr, "pksync-bench: %s could not join through %s (see %s)\n",
+			joiner->name, sponsor->name, joiner->log);
+	return r;
+}
+
+/* Waits until every device shows the same digest. */
+static int bench_wait_equal(struct bench_dev *const *devs, size_t n, double timeout)
+{
+	double deadline = bench_now() + timeout;
+
+	while (bench_now() < deadline) {
+		char first[80] = "";
+		bool same = true;
+		for (size_t i = 0; i < n && same; i++) {
+			json_t *st = NULL;
+			const char *dg;
+			if (bench_status(devs[i], &st) != PKS_OK)
+				return PKS_ERR_IO;
+			dg = json_string_value(json_object_get(st, "digest"));
+			if (dg == NULL)
+				same = false;
+			else if (i == 0)
+				snprintf(first, sizeof(first), "%s", dg);
+			else
+				same = strcmp(first, dg) == 0;
+			json_decref(st);
+		}
+		if (same)
+			return PKS_OK;
+		usleep(20000);
+	}
+	fprintf(stderr, "pksync-bench: no convergence within %.0f s\n", timeout);
+	return PKS_ERR_TIMEOUT;
+}
+
+/* Whether d shows the peer named name connected, synced and holding our digest. */
+static int bench_peer_in_sync(const struct bench_dev *d, const char *name, bool *yes)
+{
+	json_t *st = NULL, *p;
+	size_t i;
+	int r = bench_status(d, &st);
+
+	if (r != PKS_OK)
+		return r;
+	*yes = false;
+	json_array_foreach(json_object_get(st, "peers"), i, p)
+	{
+		const char *pn = json_string_value(json_object_get(p, "name"));
+		if (pn != NULL && strcmp(pn, name) == 0 &&
+		    json_is_true(json_object_get(p, "connected")) &&
+		    json_is_string(json_object_get(p, "last_sync")) &&
+		    json_is_true(json_object_get(p, "in_sync")))
+			*yes = true;
+	}
+	json_decref(st);
+	return PKS_OK;
+}
+
+static int bench_wait_peer(const struct bench_dev *d, const char *name, double timeout,
+			   useconds_t poll_us)
+{
+	double deadline = bench_now() + timeout;
+	bool yes = false;
+
+	while (bench_now() < deadline) {
+		if (bench_peer_in_sync(d, name, &yes) != PKS_OK)
+			return PKS_ERR_IO;
+		if (yes)
+			return PKS_OK;
+		usleep(poll_us);
+	}
+	fprintf(stderr, "pksync-bench: %s never showed %s in sync\n", d->name, name);
+	return PKS_ERR_TIMEOUT;
+}
+
+/* `pksync sync --wait` on d: PKS_OK only when it answers in sync with at least one peer. */
+static int bench_sync_wait(const struct bench_dev *d)
+{
+	json_t *res = NULL;
+	int r = bench_call(d, json_pack("{s:s, s:b, s:i}", "cmd", "sync", "wait", 1, "timeout", 60),
+			   &res);
+
+	if (r == PKS_OK && (!json_is_true(json_object_get(res, "in_sync")) ||
+			    json_integer_value(json_object_get(res, "peers")) < 1))
+		r = PKS_ERR_STATE;
+	json_decref(res);
+	return r;
+}
+
+static int bench_edit_notes(const struct bench_dev *d, const char *id, const char *notes)
+{
+	return bench_call(d, json_pack("{s:s, s:s, s:s}", "cmd", "edit", "id", id, "notes", notes),
+			  NULL);
+}
+
+/* The id of one live record (from a small rp filter, so 100,000 records never cross). */
+static int bench_some_id(const struct bench_dev *d, char id[40])
+{
+	json_t *list = NULL;
+	const char *s;
+	int r = bench_call(d, json_pack("{s:s, s:s}", "cmd", "list", "rp", "site0.example"), &list);
+
+	if (r != PKS_OK)
+		return r;
+	s = json_string_value(json_object_get(json_array_get(list, 0), "id"));
+	if (s == NULL || strlen(s) >= 40)
+		r = PKS_ERR_NOT_FOUND;
+	else
+		snprintf(id, 40, "%s", s);
+	json_decref(list);
+	return r;
+}
+
+/* Sum of the sealed version blobs in a stopped agent's vault: the raw size a sync must move. */
+static int bench_sealed_bytes(const struct bench_dev *d, double *bytes, double *versions)
+{
+	char path[256];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int r = PKS_ERR_IO;
+
+	snprintf(path, sizeof(path), "%s/vault.db", d->state);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(length(blob)), 0), count(*) FROM versions",
+			       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_step(st) != SQLITE_ROW)
+		goto out;
+	*bytes = (double)sqlite3_column_int64(st, 0);
+	*versions = (double)sqlite3_column_int64(st, 1);
+	r = PKS_OK;
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return r;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static double bench_median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), bench_cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+static void bench_rm_rf(const char *dir)
+{
+	char *rm[] = {"/bin/rm", "-rf", (char *)dir, NULL};
+
+	bench_run(rm, 1);
+}
+
+/*
+ * First sync: a vault of n passkeys on alpha, then beta joins it. Timed from
+ * the start of `pksync join` (pairing included: a few small frames) until both
+ * show the same digest; bytes are beta's member-socket traffic, both ways.
+ */
+static void bench_sync_first(size_t n)
+{
+	char root[64], cxf[128];
+	struct bench_dev a, b;
+	struct bench_dev *both[2] = {&a, &b};
+	double t0, secs, bytes = 0, raw = 0, versions = 0;
+	bool done = false;
+	int r;
+
+	snprintf(root, sizeof(root), "/tmp/pksync-bench-sync-XXXXXX");
+	if (mkdtemp(root) == NULL)
+		return;
+	snprintf(cxf, sizeof(cxf), "%s/first.json", root);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	r = bench_make_cxf(n, cxf);
+	if (r != PKS_OK) {
+		fprintf(stderr, "pksync-bench: cannot generate %zu passkeys: %s\n", n,
+			pks_strerror(r));
+		goto out;
+	}
+	if (bench_dev_setup(&a, root, "alpha") != PKS_OK ||
+	    bench_dev_setup(&b, root, "beta") != PKS_OK || bench_dev_found(&a, cxf) != PKS_OK ||
+	    bench_dev_start(&b, NULL) != PKS_OK)
+		goto out;
+	t0 = bench_now();
+	if (bench_pair(&a, &b) != PKS_OK || bench_wait_equal(both, 2, 600) != PKS_OK)
+		goto out;
+	secs = bench_now() - t0;
+	/* Let the last acknowledgements land before reading the counters. */
+	usleep(200000);
+	if (bench_traffic(&b, &bytes) != PKS_OK)
+		goto out;
+	bench_dev_stop(&b);
+	if (bench_sealed_bytes(&b, &raw, &versions) != PKS_OK || versions < (double)n) {
+		fprintf(stderr, "pksync-bench: beta's vault holds %.0f of %zu versions\n", versions,
+			n);
+		goto out;
+	}
+	bench_add("sync_first_10k_seconds", secs, "s");
+	bench_add_target("sync_first_10k_passkeys_per_s", (double)n / secs, "passkeys/s",
+			 "> 20000");
+	bench_add("sync_first_10k_bytes", bytes, "bytes");
+	bench_add("sync_first_10k_raw_sealed_bytes", raw, "bytes");
+	bench_add_target("sync_first_overhead_ratio", bytes / raw, "x raw sealed", "< 1.15");
+	done = true;
+out:
+	if (!done)
+		fprintf(stderr, "pksync-bench: first sync figures left out (last error: %s)\n",
+			bench_call_error[0] ? bench_call_error : "none");
+	bench_dev_stop(&a);
+	bench_dev_stop(&b);
+	if (done)
+		bench_rm_rf(root);
+	else
+		fprintf(stderr, "pksync-bench: logs kept in %s\n", root);
+}
+
+/*
+ * Session setup, one sample: alpha restarts (it dials nobody, beta dials it);
+ * then from beta's `pksync sync` (which dials at once, skipping the backoff)
+ * until beta's status shows alpha connected, synced and equal. That covers
+ * TCP connect, the Noise handshake, membership heads, vectors and the digest
+ * check with nothing to transfer, plus one control round trip and the polling
+ * step (1 ms). A sample where beta's own backoff redialed first is retried.
+ */
+static int bench_session_setup(struct bench_dev *a, struct bench_dev *b, double *ms)
+{
+	for (int attempt = 0; attempt < 10; attempt++) {
+		bool already = false;
+		double t0;
+		int r;
+
+		bench_dev_stop(a);
+		if (bench_dev_start(a, NULL) != PKS_OK)
+			return PKS_ERR_IO;
+		if (bench_peer_in_sync(b, a->name, &already) != PKS_OK)
+			return PKS_ERR_IO;
+		if (already)
+			continue;
+		t0 = bench_now();
+		r = bench_call(b, json_pack("{s:s, s:b}", "cmd", "sync", "wait", 0), NULL);
+		if (r == PKS_OK)
+			r = bench_wait_peer(b, a->name, 30, 1000);
+		if (r != PKS_OK)
+			return r;
+		*ms = (bench_now() - t0) * 1000.0;
+		return PKS_OK;
+	}
+	return PKS_ERR_TIMEOUT;
+}
+
+/*
+ * Three devices on one vault of n passkeys: beta and gamma each received
+ * everything from alpha. Then reconnect, one change, propagation latency and
+ * session setup between alpha and beta, and last beta and gamma meeting with
+ * alpha gone.
+ */
+static void bench_sync_devices(size_t n)
+{
+	char root[64], cxf[128], id[40], notes[32];
+	struct bench_dev a, b, c;
+	struct bench_dev *ab[2] = {&a, &b}, *abc[3] = {&a, &b, &c};
+	double before, after, samples[10], t0;
+	bool seen, done = false;
+	int r;
+
+	snprintf(root, sizeof(root), "/tmp/pksync-bench-sync-XXXXXX");
+	if (mkdtemp(root) == NULL)
+		return;
+	snprintf(cxf, sizeof(cxf), "%s/vault.json", root);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&c, 0, sizeof(c));
+	r = bench_make_cxf(n, cxf);
+	if (r != PKS_OK) {
+		fprintf(stderr, "pksync-bench: cannot generate %zu passkeys: %s\n", n,
+			pks_strerror(r));
+		goto out;
+	}
+	if (bench_dev_setup(&a, root, "alpha") != PKS_OK ||
+	    bench_dev_setup(&b, root, "beta") != PKS_OK ||
+	    bench_dev_setup(&c, root, "gamma") != PKS_OK || bench_dev_found(&a, cxf) != PKS_OK)
+		goto out;
+	unlink(cxf);
+	if (bench_dev_start(&b, NULL) != PKS_OK || bench_pair(&a, &b) != PKS_OK ||
+	    bench_wait_equal(ab, 2, 900) != PKS_OK || bench_dev_start(&c, NULL) != PKS_OK ||
+	    bench_pair(&a, &c) != PKS_OK || bench_wait_equal(abc, 3, 900) != PKS_OK)
+		goto out;
+	bench_add("sync_records", (double)n, "records (scale of the figures below)");
+	bench_dev_stop(&c);
+
+	/*
+	 * Reconnect with nothing changed: beta restarts (it remembers alpha and
+	 * dials it); alpha's traffic from before beta comes back until beta shows
+	 * alpha in sync (polled, so no extra digest check is counted); then
+	 * `sync --wait` on beta must agree.
+	 */
+	bench_dev_stop(&b);
+	usleep(200000);
+	if (bench_traffic(&a, &before) != PKS_OK || bench_dev_start(&b, NULL) != PKS_OK ||
+	    bench_wait_peer(&b, "alpha", 60, 20000) != PKS_OK)
+		goto out;
+	usleep(300000);
+	if (bench_traffic(&a, &after) != PKS_OK)
+		goto out;
+	if (bench_sync_wait(&b) != PKS_OK) {
+		fprintf(stderr, "pksync-bench: sync --wait on beta did not report in sync\n");
+		goto out;
+	}
+	bench_add_target("sync_reconnect_bytes", after - before, "bytes", "< 4096");
+
+	/* One change among n: beta's traffic until both digests match again. */
+	if (bench_some_id(&a, id) != PKS_OK || bench_traffic(&b, &before) != PKS_OK ||
+	    bench_edit_notes(&a, id, "one change") != PKS_OK ||
+	    bench_wait_equal(ab, 2, 60) != PKS_OK)
+		goto out;
+	usleep(300000);
+	if (bench_traffic(&b, &after) != PKS_OK)
+		goto out;
+	bench_add_target("sync_one_change_bytes", after - before, "bytes", "< 4096");
+
+	/* Propagation: from the start of `edit` on alpha until `show` on beta has the notes. */
+	for (size_t i = 0; i < 10; i++) {
+		snprintf(notes, sizeof(notes), "propagation %zu", i);
+		t0 = bench_now();
+		if (bench_edit_notes(&a, id, notes) != PKS_OK)
+			goto out;
+		seen = false;
+		while (!seen && bench_now() - t0 < 30) {
+			json_t *rec = NULL;
+			if (bench_call(&b, json_pack("{s:s, s:s}", "cmd", "show", "id", id),
+				       &rec) != PKS_OK)
+				goto out;
+			const char *got = json_string_value(json_object_get(rec, "notes"));
+			seen = got != NULL && strcmp(got, notes) == 0;
+			json_decref(rec);
+			if (!seen)
+				usleep(500);
+		}
+		if (!seen) {
+			fprintf(stderr, "pksync-bench: an edit never reached beta\n");
+			goto out;
+		}
+		samples[i] = (bench_now() - t0) * 1000.0;
+	}
+	bench_add("sync_propagation_ms", bench_median(samples, 10), "ms (median of 10)");
+
+	for (size_t i = 0; i < 5; i++)
+		if (bench_session_setup(&a, &b, &samples[i]) != PKS_OK) {
+			fprintf(stderr, "pksync-bench: session setup could not be measured\n");
+			goto out;
+		}
+	bench_add("sync_session_setup_ms", bench_median(samples, 5), "ms (median of 5)");
+
+	/*
+	 * Equal devices: alpha is gone; gamma listens alone, beta dials it. Both
+	 * hold the same n records (and both still try the remembered alpha, which
+	 * refuses: no member bytes). beta's traffic since it started, until it
+	 * shows gamma in sync, is the whole beta<->gamma exchange.
+	 */
+	bench_dev_stop(&a);
+	bench_dev_stop(&b);
+	if (bench_dev_start(&c, NULL) != PKS_OK || bench_dev_start(&b, c.addr) != PKS_OK ||
+	    bench_wait_peer(&b, "gamma", 60, 20000) != PKS_OK)
+		goto out;
+	usleep(300000);
+	if (bench_traffic(&b, &after) != PKS_OK)
+		goto out;
+	bench_add_target("sync_equal_devices_bytes", after, "bytes", "< 65536");
+	done = true;
+out:
+	if (!done)
+		fprintf(
+		    stderr,
+		    "pksync-bench: some sync figures left out (last error: %s; logs kept in %s)\n",
+		    bench_call_error[0] ? bench_call_error : "none", root);
+	bench_dev_stop(&a);
+	bench_dev_stop(&b);
+	bench_dev_stop(&c);
+	if (done)
+		bench_rm_rf(root);
+}
+
 static void bench_print(int json)
 {
 	if (json) {
@@ -415,13 +1103,17 @@ static void bench_print(int json)
 		printf("}\n");
 		return;
 	}
-	for (size_t i = 0; i < nresults; i++)
-		printf("%-34s %14.2f %s\n", results[i].name, results[i].value, results[i].unit);
+	for (size_t i = 0; i < nresults; i++) {
+		printf("%-34s %14.2f %s", results[i].name, results[i].value, results[i].unit);
+		if (results[i].target != NULL)
+			printf(" (target %s)", results[i].target);
+		printf("\n");
+	}
 }
 
 int main(int argc, char **argv)
 {
-	size_t records = 10000;
+	size_t records = 10000, sync_records = 100000;
 	int json = 0;
 
 	if (sodium_init() < 0)
@@ -444,9 +1136,18 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			records = (size_t)n;
+		} else if (strcmp(argv[i], "--sync-records") == 0 && i + 1 < argc) {
+			long n = strtol(argv[++i], NULL, 10);
+			if (n < 100 || n > 100000) {
+				fprintf(stderr,
+					"pksync-bench: --sync-records must be 100..100000\n");
+				return 2;
+			}
+			sync_records = (size_t)n;
 		} else {
-			fprintf(stderr, "usage: pksync-bench [--json] [--records N]\n"
-					"       pksync-bench --make-cxf N FILE\n");
+			fprintf(stderr,
+				"usage: pksync-bench [--json] [--records N] [--sync-records N]\n"
+				"       pksync-bench --make-cxf N FILE\n");
 			return 2;
 		}
 	}
@@ -457,7 +1158,10 @@ int main(int argc, char **argv)
 		bench_add("noise_handshake_vs_x25519_limit",
 			  results[1].value * 10.0 / results[0].value, "fraction of DH-bound limit");
 	bench_records();
-	bench_agent(argv[0], records);
+	bench_find_binaries(argv[0]);
+	bench_agent(records);
+	bench_sync_first(10000);
+	bench_sync_devices(sync_records);
 	bench_print(json);
 	return 0;
 }
