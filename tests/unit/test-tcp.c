@@ -799,6 +799,111 @@ out:
 	fx_finish(&fx);
 }
 
+struct many {
+	struct tcp_conn *conns[TCP_LISTENER_MAX_CONNS + 8];
+	size_t accepted;
+	size_t live;
+};
+
+static void many_on_close(void *user, struct tcp_conn *c, int err)
+{
+	struct many *m = user;
+
+	for (size_t i = 0; i < m->accepted; i++)
+		if (m->conns[i] == c)
+			m->conns[i] = NULL;
+	m->live--;
+}
+
+static const struct tcp_conn_cb many_cb = {NULL, NULL, many_on_close};
+
+static void many_accept(void *user, struct tcp_conn *c)
+{
+	struct many *m = user;
+
+	if (m->accepted >= sizeof(m->conns) / sizeof(m->conns[0])) {
+		CHECK_FAIL_AT("accepted too many");
+		tcp_conn_close(c, "test: too many");
+		return;
+	}
+	m->conns[m->accepted++] = c;
+	m->live++;
+	tcp_conn_set_cb(c, &many_cb, m);
+}
+
+static struct many *many_state;
+
+static bool many_settled(struct fx *fx)
+{
+	return many_state->accepted >= TCP_LISTENER_MAX_CONNS;
+}
+
+static bool many_one_more(struct fx *fx)
+{
+	return many_state->accepted >= TCP_LISTENER_MAX_CONNS + 1;
+}
+
+static bool many_none_live(struct fx *fx)
+{
+	return many_state->live == 0;
+}
+
+/* A listener holds at most TCP_LISTENER_MAX_CONNS; extra peers are closed. */
+static void test_listener_limit(void)
+{
+	enum {
+		EXTRA = 3,
+		N = TCP_LISTENER_MAX_CONNS + EXTRA
+	};
+	static struct many m;
+	struct fx fx;
+	int fds[N + 1];
+	uint16_t port;
+
+	memset(&m, 0, sizeof(m));
+	many_state = &m;
+	for (int i = 0; i <= N; i++)
+		fds[i] = -1;
+	fx_init(&fx);
+	CHECK_OK(tcp_listen(&fx.loop, "127.0.0.1:0", &fx.log, many_accept, &m, &fx.listener));
+	if (fx.listener == NULL)
+		goto out;
+	port = tcp_listener_port(fx.listener);
+	/* Let the loop accept as we go, so the backlog never overflows. */
+	for (int i = 0; i < N; i++) {
+		fds[i] = raw_connect(port, 0);
+		fx_run_until(&fx, never, 2);
+	}
+	CHECK(fx_run_until(&fx, many_settled, 5000));
+	fx_run_until(&fx, never, 100);
+	CHECK_EQ(m.accepted, TCP_LISTENER_MAX_CONNS);
+	/* The refused ones see the connection end; the accepted ones do not. */
+	int ended = 0;
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0 && raw_eof(fds[i]))
+			ended++;
+	CHECK_EQ(ended, EXTRA);
+	/* A freed slot takes a new peer. */
+	tcp_conn_close(m.conns[0], "test: free a slot");
+	fx_run_until(&fx, never, 50);
+	fds[N] = raw_connect(port, 0);
+	CHECK(fx_run_until(&fx, many_one_more, 5000));
+	CHECK_EQ(m.accepted, TCP_LISTENER_MAX_CONNS + 1);
+	/* Closing the listener leaves accepted connections up. */
+	tcp_listener_close(fx.listener);
+	fx.listener = NULL;
+	fx_run_until(&fx, never, 50);
+	CHECK_EQ(m.live, TCP_LISTENER_MAX_CONNS);
+	for (size_t i = 0; i < m.accepted; i++)
+		tcp_conn_close(m.conns[i], "test done");
+	CHECK(fx_run_until(&fx, many_none_live, 5000));
+out:
+	for (int i = 0; i <= N; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	fx_finish(&fx);
+}
+
 static uint32_t rand_zero(void *user)
 {
 	return 0;
@@ -1076,4 +1181,4 @@ CHECK_MAIN({"/tcp/parse-addr", test_parse_addr}, {"/tcp/backoff", test_backoff},
 	   {"/tcp/idle-timeout", test_idle_timeout}, {"/tcp/close-flushes", test_close_flushes},
 	   {"/tcp/close-in-callback", test_close_in_callback},
 	   {"/tcp/local-close", test_local_close}, {"/tcp/dialer-reconnect", test_dialer_reconnect},
-	   {"/tcp/dialer-cancel", test_dialer_cancel})
+	   {"/tcp/dialer-cancel", test_dialer_cancel}, {"/tcp/listener-limit", test_listener_limit})
