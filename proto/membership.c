@@ -1577,6 +1577,19 @@ out:
 	return r;
 }
 
+size_t membership_pending_count(const struct membership *m)
+{
+	return m != NULL ? m->n_pending : 0;
+}
+
+void membership_clear_pending(struct membership *m)
+{
+	if (m == NULL)
+		return;
+	while (m->n_pending > 0)
+		memb_pending_remove(m, m->n_pending - 1);
+}
+
 /* ---- authoring ---- */
 
 static const struct memb_dev *memb_member_dev(const struct membership *m,

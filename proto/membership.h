@@ -124,12 +124,13 @@ void membership_free(struct membership *m);
  * (64 bytes, public key in the second half); they are only borrowed. Each
  * function builds, signs and applies the op to m (so the author's view is
  * current) and hands its signed encoding to the caller in *op (malloc'd,
- * free() it). The parents are m's current heads. Errors: PKS_ERR_REJECTED
+ * free() it). The parents are m's current heads (the 16 smallest ids when
+ * there are more). Errors: PKS_ERR_REJECTED
  * when the author is not a current member (or the op would be refused by
  * membership_apply()), PKS_ERR_INVALID for bad arguments (name too long or
  * not UTF-8), PKS_ERR_EXISTS for adding a device that is or was a device of
- * the vault, PKS_ERR_NOT_FOUND for a target that is not a current member,
- * PKS_ERR_STATE without genesis (or, for membership_genesis, with one),
+ * the vault (or whose dh key a current member has), PKS_ERR_NOT_FOUND for a target that is not a
+ * current member, PKS_ERR_STATE without genesis (or, for membership_genesis, with one),
  * PKS_ERR_TOO_LARGE at a limit, PKS_ERR_NOMEM, PKS_ERR_CRYPTO.
  */
 /* Author a GENESIS (vault id 16 bytes); applies it to m; *op malloc'd. */
@@ -163,6 +164,15 @@ int membership_rotate(struct membership *m, const uint8_t author_sign_sk[64], co
  * the pending set).
  */
 int membership_apply(struct membership *m, const uint8_t *op, size_t len);
+
+/*
+ * Ops waiting for parents. Anyone with a signing key can fill the pending
+ * set (the author's membership is only judged once the parents are there),
+ * so the agent clears it when a sync session ends; the peer resends what
+ * it still lacks next time.
+ */
+size_t membership_pending_count(const struct membership *m);
+void membership_clear_pending(struct membership *m);
 
 /*
  * Op id (BLAKE2b-256 of the signed encoding) of any byte string; no checks.

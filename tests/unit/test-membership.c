@@ -949,6 +949,12 @@ static void test_pending(void)
 				  l.len[base + MEMBERSHIP_PENDING_MAX]),
 		 PKS_ERR_BUSY);
 	CHECK_EQ(membership_op_count(r), 0);
+	CHECK_EQ(membership_pending_count(r), MEMBERSHIP_PENDING_MAX);
+	membership_clear_pending(r);
+	CHECK_EQ(membership_pending_count(r), 0);
+	CHECK_EQ(membership_apply(r, l.op[base + MEMBERSHIP_PENDING_MAX],
+				  l.len[base + MEMBERSHIP_PENDING_MAX]),
+		 PKS_ERR_PENDING);
 	/* Once the rest arrives the waiting ops apply, and the refused one too. */
 	CHECK_OK(sync_to(m, r));
 	CHECK_EQ(membership_op_count(r), membership_op_count(m));
