@@ -45,9 +45,9 @@ bool pairing_name_valid(const char *name, size_t len)
 				return false;
 			cp = (cp << 6) | (p[i + k] & 0x3f);
 		}
-		/* Overlong, surrogate or beyond Unicode. */
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
+		/* C1 control (U+0080..U+009F), overlong, surrogate or beyond Unicode. */
+		if ((n == 1 && cp < 0xa0) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 			return false;
 		i += n + 1;
 	}
@@ -277,6 +277,7 @@ int pairing_parse_code(const char *text, char out[PAIRING_CODE_DIGITS + 1])
 }
 
 #define PAIRING_QR_PREFIX "pksync1:"
+#define PAIRING_QR_ADDRS_MAX 4
 
 int pairing_qr_format(const char *secret_hex, const char *const *addrs, size_t n_addrs, char *out,
 		      size_t cap)
@@ -287,7 +288,7 @@ int pairing_qr_format(const char *secret_hex, const char *const *addrs, size_t n
 	if (w < 0 || (size_t)w >= cap)
 		return PKS_ERR_TOO_LARGE;
 	off = (size_t)w;
-	for (size_t i = 0; i < n_addrs && i < 4; i++) {
+	for (size_t i = 0; i < n_addrs && i < PAIRING_QR_ADDRS_MAX; i++) {
 		w = snprintf(out + off, cap - off, "%c%s", i == 0 ? '@' : ',', addrs[i]);
 		if (w < 0 || (size_t)w >= cap - off)
 			return PKS_ERR_TOO_LARGE;
@@ -300,7 +301,7 @@ int pairing_qr_parse(const char *text, char secret_hex[2 * PAIRING_QR_SECRET_LEN
 		     size_t addr_cap)
 {
 	size_t plen = sizeof(PAIRING_QR_PREFIX) - 1, n = strlen(text);
-	const char *p, *end;
+	const char *p, *end, *first, *first_end;
 
 	if (n > PAIRING_QR_MAX || strncasecmp(text, PAIRING_QR_PREFIX, plen) != 0)
 		return PKS_ERR_INVALID;
@@ -319,15 +320,27 @@ int pairing_qr_parse(const char *text, char secret_hex[2 * PAIRING_QR_SECRET_LEN
 	if (*p != '@')
 		return PKS_ERR_INVALID;
 	p++;
-	end = strchr(p, ',');
-	if (end == NULL)
-		end = p + strlen(p);
-	if (end == p || (size_t)(end - p) >= addr_cap)
-		return PKS_ERR_INVALID;
-	for (const char *q = p; q < end; q++)
-		if (*q <= 0x20 || *q > 0x7e)
+	/* Every address is checked (1..4, non-empty, printable); the first is returned. */
+	first = p;
+	first_end = NULL;
+	for (int i = 0;; i++) {
+		end = strchr(p, ',');
+		if (end == NULL)
+			end = p + strlen(p);
+		if (i == PAIRING_QR_ADDRS_MAX || end == p)
 			return PKS_ERR_INVALID;
-	memcpy(addr, p, (size_t)(end - p));
-	addr[end - p] = '\0';
+		for (const char *q = p; q < end; q++)
+			if (*q <= 0x20 || *q > 0x7e)
+				return PKS_ERR_INVALID;
+		if (first_end == NULL)
+			first_end = end;
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	if ((size_t)(first_end - first) >= addr_cap)
+		return PKS_ERR_INVALID;
+	memcpy(addr, first, (size_t)(first_end - first));
+	addr[first_end - first] = '\0';
 	return PKS_OK;
 }
