@@ -132,7 +132,8 @@ struct membership {
 	uint8_t vault_id[MEMBERSHIP_VAULT_ID_LEN];
 	struct memb_node **nodes;
 	size_t n_nodes, cap_nodes;
-	uint8_t *st; /* status of each node in the full view */
+	uint8_t *st;   /* status of each node in the full view */
+	bool st_fresh; /* st is solved for the current nodes */
 	size_t cap_st;
 	uint32_t *table; /* op id hash -> node index + 1 */
 	struct memb_dev **devs;
@@ -1057,24 +1058,31 @@ static enum memb_status memb_eval(const struct membership *m, const struct memb_
 	return MEMB_UNDEC;
 }
 
-static void memb_fixpoint(const struct membership *m, struct memb_view *v)
+/* Returns whether some op of the view is still undecided. */
+static bool memb_fixpoint(const struct membership *m, struct memb_view *v)
 {
-	bool changed = true;
+	bool changed = true, undecided = true;
 
-	while (changed) {
+	/* Storage order is topological, so one pass decides all but waits on
+	   later concurrent revokes. */
+	while (changed && undecided) {
 		changed = false;
+		undecided = false;
 		for (uint32_t i = 0; i < m->n_nodes; i++) {
 			enum memb_status s;
 
-			if (!memb_in_view(v, i) || v->st[i] != MEMB_UNDEC)
+			if (v->st[i] != MEMB_UNDEC)
 				continue;
 			s = memb_eval(m, v, i);
 			if (s != MEMB_UNDEC) {
 				v->st[i] = (uint8_t)s;
 				changed = true;
+			} else {
+				undecided = true;
 			}
 		}
 	}
+	return undecided;
 }
 
 /*
@@ -1152,16 +1160,15 @@ static void memb_strongconnect(struct memb_tarjan *t, uint32_t i)
 static void memb_solve(const struct membership *m, struct memb_view *v)
 {
 	struct memb_work *w = m->work;
-	bool undecided = true;
+	bool undecided;
 
 	for (uint32_t i = 0; i < m->n_nodes; i++)
 		v->st[i] = memb_in_view(v, i) ? MEMB_UNDEC : MEMB_OUT;
-	memb_fixpoint(m, v);
+	undecided = memb_fixpoint(m, v);
 	while (undecided) {
 		struct memb_tarjan t = {m, v, 0, 0};
 		bool forced = false;
 
-		undecided = false;
 		for (uint32_t i = 0; i < m->n_nodes; i++) {
 			w->index[i] = -1;
 			w->on[i] = 0;
@@ -1178,9 +1185,7 @@ static void memb_solve(const struct membership *m, struct memb_view *v)
 		}
 		if (!forced)
 			break;
-		memb_fixpoint(m, v);
-		for (uint32_t i = 0; i < m->n_nodes && !undecided; i++)
-			undecided = v->st[i] == MEMB_UNDEC;
+		undecided = memb_fixpoint(m, v);
 	}
 	for (uint32_t i = 0; i < m->n_nodes; i++)
 		if (v->st[i] == MEMB_UNDEC)
@@ -1206,17 +1211,24 @@ static bool memb_view_member(const struct membership *m, const struct memb_view 
  * the view of its causal past anc.
  */
 static int memb_check(const struct membership *m, const struct memb_op *op, const uint64_t *anc,
-		      uint32_t author_dev, uint32_t target_dev)
+		      bool anc_is_all, uint32_t author_dev, uint32_t target_dev)
 {
 	struct memb_view v = {anc, NULL};
+	uint8_t *own = NULL;
 	size_t members = 0;
 	uint32_t newest = 1;
 	int r = PKS_ERR_NOMEM;
 
-	v.st = malloc(m->n_nodes ? m->n_nodes : 1);
-	if (v.st == NULL)
-		goto out;
-	memb_solve(m, &v);
+	if (anc_is_all && m->st_fresh) {
+		/* The causal past is everything: its view is the current one. */
+		v.st = m->st;
+	} else {
+		own = malloc(m->n_nodes ? m->n_nodes : 1);
+		if (own == NULL)
+			goto out;
+		v.st = own;
+		memb_solve(m, &v);
+	}
 	r = PKS_ERR_REJECTED;
 	if (!memb_view_member(m, &v, author_dev))
 		goto out;
@@ -1254,7 +1266,7 @@ static int memb_check(const struct membership *m, const struct memb_op *op, cons
 		break;
 	}
 out:
-	free(v.st);
+	free(own);
 	return r;
 }
 
@@ -1329,7 +1341,7 @@ static int memb_insert(struct membership *m, const uint8_t *raw, size_t len, con
 	if (op->kind != MEMBERSHIP_ROTATE)
 		target_dev = memb_find_dev(m, target_id);
 	if (op->kind != MEMBERSHIP_GENESIS &&
-	    (r = memb_check(m, op, node->anc, author_dev, target_dev)) != PKS_OK)
+	    (r = memb_check(m, op, node->anc, heads_after == 1, author_dev, target_dev)) != PKS_OK)
 		goto out;
 
 	/* Reserve everything, then commit without a failure point. */
@@ -1410,6 +1422,7 @@ static int memb_insert(struct membership *m, const uint8_t *raw, size_t len, con
 	}
 	m->n_heads++;
 	m->nodes[m->n_nodes++] = node;
+	m->st_fresh = false;
 	memb_table_insert(m, id, idx);
 	node = NULL;
 	r = PKS_OK;
@@ -1444,6 +1457,7 @@ static void memb_recompute(struct membership *m)
 	struct memb_view v = {NULL, m->st};
 
 	memb_solve(m, &v);
+	m->st_fresh = true;
 
 	m->n_sorted = 0;
 	m->n_members = 0;
