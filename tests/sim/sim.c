@@ -1104,6 +1104,29 @@ static void sim_link_close(struct sim_link *l, const char *why)
 	l->up = false;
 }
 
+/*
+ * Revocation (DESIGN §1, journey 4): once a replica counts its peer as no
+ * member, its session must not hand that peer record versions.
+ */
+static void sim_check_sent(struct sim_link *l, int side, const uint8_t *msg, size_t len)
+{
+	struct sim_replica *me = l->sim->r[side == 0 ? l->a : l->b];
+	struct sim_replica *peer = l->sim->r[side == 0 ? l->b : l->a];
+	struct sync_msg *m;
+
+	if (membership_is_member(me->memb, peer->id))
+		return;
+	m = sim_xalloc(sizeof(*m));
+	if (sync_msg_decode(msg, len, m) != PKS_OK)
+		sim_failf(l->sim, "replica %d sent a message that does not decode", me->idx);
+	else if (m->type == SYNC_MSG_VERSIONS && m->n_blobs > 0)
+		sim_failf(l->sim,
+			  "replica %d sent %zu versions to replica %d, which it counts as no "
+			  "member",
+			  me->idx, m->n_blobs, peer->idx);
+	free(m);
+}
+
 static int sim_cb_send(void *user, const uint8_t *msg, size_t len)
 {
 	struct sim_end *e = user;
@@ -1117,6 +1140,7 @@ static int sim_cb_send(void *user, const uint8_t *msg, size_t len)
 		l->sim->st.busy++;
 		return PKS_ERR_BUSY;
 	}
+	sim_check_sent(l, e->side, msg, len);
 	sim_queue_push(&l->q[e->side], sim_xdup(msg, len), len, false);
 	return PKS_OK;
 }
