@@ -11,7 +11,7 @@
  * libsodium's randombytes (replaced by a seeded stream), so `--seed N`
  * replays a failing run exactly.
  *
- *   pksync-sim [--seed N | --runs K --first-seed S] [--steps N] [--direct]
+ *   pksync-sim [--seed N | --runs K --first-seed S | --seeds A,B,...] [--steps N] [--direct]
  *              [--keyshare] [--hide] [--calm-revokes] [--verbose]
  *
  * --direct replaces the engine by a perfect exchange through the same
@@ -43,6 +43,7 @@
 #define SIM_QUEUE_MAX 4096
 #define SIM_RP_POOL 12
 #define SIM_ORDERS 3
+#define SIM_SEED_LIST_MAX 64
 /* Messages one side of a session may send when both already agree. */
 #define SIM_QUIET_MSGS_MAX 8
 #define SIM_EPOCH_T0_MS UINT64_C(1790000000000)
@@ -2662,9 +2663,27 @@ static int sim_parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* "a,b,c" into at most max seeds. */
+static int sim_parse_list(const char *s, uint64_t *out, size_t max, size_t *n)
+{
+	char buf[1024], *save = NULL, *tok;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		if (*n == max || sim_parse_u64(tok, &out[*n]) != 0)
+			return -1;
+		(*n)++;
+	}
+	return *n > 0 ? 0 : -1;
+}
+
 static void sim_usage(void)
 {
-	fprintf(stderr, "usage: pksync-sim [--seed N | --runs K [--first-seed S]] [--steps N] "
+	fprintf(stderr, "usage: pksync-sim [--seed N | --runs K [--first-seed S] | --seeds "
+			"A,B,...] [--steps N] "
 			"[--direct] [--keyshare] [--hide] [--calm-revokes] [--verbose]\n");
 }
 
@@ -2672,6 +2691,8 @@ int main(int argc, char **argv)
 {
 	uint64_t first = 1, runs = 1, steps = SIM_DEFAULT_STEPS, failures = 0;
 	struct sim_opts o;
+	uint64_t list[SIM_SEED_LIST_MAX];
+	size_t n_list = 0;
 	bool single = false;
 	struct sim_stats total;
 	struct timespec t0, t1;
@@ -2691,6 +2712,10 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "--runs") == 0 && sim_parse_u64(v, &runs) == 0) {
 			i++;
 		} else if (strcmp(a, "--first-seed") == 0 && sim_parse_u64(v, &first) == 0) {
+			i++;
+		} else if (strcmp(a, "--seeds") == 0 && v != NULL &&
+			   sim_parse_list(v, list, SIM_SEED_LIST_MAX, &n_list) == 0) {
+			runs = n_list;
 			i++;
 		} else if (strcmp(a, "--steps") == 0 && sim_parse_u64(v, &steps) == 0 &&
 			   steps <= SIM_STEPS_MAX) {
@@ -2727,7 +2752,7 @@ int main(int argc, char **argv)
 	memset(&total, 0, sizeof(total));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (uint64_t k = 0; k < runs; k++)
-		failures += !sim_run(first + k, &o, &total);
+		failures += !sim_run(n_list > 0 ? list[k] : first + k, &o, &total);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	printf("# totals: local ops %" PRIu64 " (bulk imports %" PRIu64
@@ -2748,9 +2773,15 @@ int main(int argc, char **argv)
 	       total.quiet_sessions,
 	       total.quiet_sessions ? (double)total.quiet_msgs / (double)total.quiet_sessions : 0.0,
 	       total.quiet_unequal);
-	printf("sim: %s runs=%" PRIu64 " failed=%" PRIu64 " seeds=%" PRIu64 "..%" PRIu64
-	       " steps=%" PRIu64 " seconds=%.2f runs/s=%.2f\n",
-	       failures ? "FAIL" : "ok", runs, failures, first, first + runs - 1, steps, secs,
-	       secs > 0 ? (double)runs / secs : 0.0);
+	if (n_list > 0)
+		printf("sim: %s runs=%" PRIu64 " failed=%" PRIu64 " seeds=list steps=%" PRIu64
+		       " seconds=%.2f runs/s=%.2f\n",
+		       failures ? "FAIL" : "ok", runs, failures, steps, secs,
+		       secs > 0 ? (double)runs / secs : 0.0);
+	else
+		printf("sim: %s runs=%" PRIu64 " failed=%" PRIu64 " seeds=%" PRIu64 "..%" PRIu64
+		       " steps=%" PRIu64 " seconds=%.2f runs/s=%.2f\n",
+		       failures ? "FAIL" : "ok", runs, failures, first, first + runs - 1, steps,
+		       secs, secs > 0 ? (double)runs / secs : 0.0);
 	return failures ? 1 : 0;
 }
