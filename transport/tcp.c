@@ -39,6 +39,8 @@ struct tcp_conn {
 	struct tcp_listener *listener;
 	/* The dialer while connecting, before the connection is handed out. */
 	struct tcp_dialer *dialer;
+	/* The dialer that handed it out, while both live: it learns of the end. */
+	struct tcp_dialer *owner;
 	int open_handles;
 	int close_err;
 	bool closing;
@@ -89,6 +91,8 @@ struct tcp_dialer {
 	socklen_t addr_len;
 	enum tcp_dialer_state state;
 	struct tcp_conn *pending;
+	/* The connection handed out, until it is freed. */
+	struct tcp_conn *conn;
 	uint64_t base_ms;
 	uint64_t connected_at;
 	/* The timer plus every connection still pointing here. */
@@ -337,6 +341,12 @@ static void conn_handle_closed(uv_handle_t *h)
 
 	if (--c->open_handles > 0)
 		return;
+	/* Before on_close, so that on_close may restart the dialer. */
+	if (c->owner != NULL) {
+		if (c->owner->conn == c)
+			c->owner->conn = NULL;
+		c->owner = NULL;
+	}
 	if (!c->silent && c->cb.on_close != NULL)
 		c->cb.on_close(c->user, c, c->close_err);
 	if (c->listener != NULL)
@@ -806,6 +816,10 @@ static void dialer_connect_cb(uv_connect_t *req, int status)
 	c->silent = false;
 	c->dialer = NULL;
 	d->open_handles--;
+	if (d->conn != NULL)
+		d->conn->owner = NULL;
+	d->conn = c;
+	c->owner = d;
 	d->state = TCP_DIALER_CONNECTED;
 	d->connected_at = dialer_now(d);
 	pks_log(&d->log, PKS_LOG_INFO, "tcp: %s: connected", c->peer);
@@ -897,7 +911,10 @@ void tcp_dialer_start(struct tcp_dialer *d)
 {
 	if (d == NULL || d->freeing)
 		return;
-	if (d->state == TCP_DIALER_CONNECTING || d->state == TCP_DIALER_CONNECTED)
+	if (d->state == TCP_DIALER_CONNECTING)
+		return;
+	/* A connection that ended without connection_lost() no longer counts. */
+	if (d->state == TCP_DIALER_CONNECTED && d->conn != NULL)
 		return;
 	uv_timer_stop(&d->timer);
 	dialer_connect(d);
@@ -933,6 +950,10 @@ void tcp_dialer_free(struct tcp_dialer *d)
 		return;
 	tcp_dialer_stop(d);
 	d->freeing = true;
+	if (d->conn != NULL) {
+		d->conn->owner = NULL;
+		d->conn = NULL;
+	}
 	uv_close((uv_handle_t *)&d->timer, dialer_timer_closed);
 }
 

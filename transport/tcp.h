@@ -120,7 +120,10 @@ typedef void (*tcp_connect_fn)(void *user, struct tcp_dialer *d, struct tcp_conn
 int tcp_dialer_new(uv_loop_t *loop, const char *addr_port, const struct pks_logger *log,
 		   tcp_connect_fn fn, void *user, struct tcp_dialer **out);
 
-/* Connects now (unless connecting or connected), then retries with backoff. */
+/* Connects now, then retries with backoff. A no-op while a connect is in
+   progress or the connection it handed out is still open (closing counts as
+   open until its on_close has run); once that connection is gone, start
+   connects again even if tcp_dialer_connection_lost() was never called. */
 void tcp_dialer_start(struct tcp_dialer *d);
 
 /*

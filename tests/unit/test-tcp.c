@@ -992,6 +992,8 @@ out:
 	fx_finish(&fx);
 }
 
+static bool client_lost(struct fx *fx);
+
 static bool client_open(struct fx *fx)
 {
 	return fx->client.c != NULL;
@@ -1021,6 +1023,17 @@ static void test_dialer_cancel(void)
 	tcp_dialer_start(fx.dialer);
 	CHECK(fx_run_until(&fx, client_open, 5000));
 	CHECK_EQ(fx.client.opened, 1);
+	/* Start is a no-op while the connection is up... */
+	tcp_dialer_start(fx.dialer);
+	fx_run_until(&fx, never, 100);
+	CHECK_EQ(fx.client.opened, 1);
+	/* ...and dials again once it ended, even without connection_lost(). */
+	if (fx.client.c != NULL)
+		tcp_conn_close(fx.client.c, "test: ended quietly");
+	CHECK(fx_run_until(&fx, client_lost, 5000));
+	tcp_dialer_start(fx.dialer);
+	CHECK(fx_run_until(&fx, client_open, 5000));
+	CHECK_EQ(fx.client.opened, 2);
 	tcp_dialer_free(NULL);
 	tcp_listener_close(NULL);
 out:
