@@ -506,9 +506,17 @@ static void sim_keys_refresh(struct sim_replica *rep)
 	uint32_t top = membership_epoch(rep->memb);
 	uint8_t key[32];
 
+	/* Every accepted ROTATE's key, losers of concurrent rotations included. */
 	for (uint32_t e = 2; e <= top && e < 1000; e++) {
-		if (membership_epoch_key(rep->memb, e, rep->dh_pk, rep->sec->dh_sk, key) == PKS_OK)
-			sim_key_add(rep, e, key);
+		for (size_t n = 0; n < SIM_MAX_KEYS; n++) {
+			int r = membership_epoch_key_nth(rep->memb, e, n, rep->dh_pk,
+							 rep->sec->dh_sk, key);
+
+			if (r == PKS_ERR_NOT_FOUND)
+				break;
+			if (r == PKS_OK)
+				sim_key_add(rep, e, key);
+		}
 	}
 	sodium_memzero(key, sizeof(key));
 }
@@ -1517,23 +1525,35 @@ static struct sim_replica *sim_pick_member(struct sim *sim)
 }
 
 /* The newest epoch this replica can seal under. */
-static uint32_t sim_seal_epoch(struct sim_replica *rep)
+/*
+ * The key to seal under: the winning ROTATE's key of the newest epoch this
+ * replica can open (an agent never seals under a losing rotation's key),
+ * else the vault's epoch 1 key.
+ */
+static uint32_t sim_seal_key(struct sim_replica *rep, uint8_t key[32])
 {
-	uint32_t e = membership_epoch(rep->memb);
-
-	if (!sim_has_epoch(rep, e))
-		sim_keys_refresh(rep);
-	while (e > 1 && !sim_has_epoch(rep, e))
-		e--;
-	return e;
+	for (uint32_t e = membership_epoch(rep->memb); e > 1; e--) {
+		if (membership_epoch_key(rep->memb, e, rep->dh_pk, rep->sec->dh_sk, key) ==
+		    PKS_OK) {
+			sim_key_add(rep, e, key);
+			return e;
+		}
+	}
+	for (size_t i = 0; i < rep->n_keys; i++) {
+		if (rep->sec->keys[i].epoch == 1) {
+			memcpy(key, rep->sec->keys[i].key, 32);
+			return 1;
+		}
+	}
+	return 0;
 }
 
+/* Some key of the epoch, or NULL. */
 static const uint8_t *sim_epoch_key(const struct sim_replica *rep, uint32_t epoch)
 {
-	/* The newest key learned for the epoch: our own rotation's, or the winner's. */
-	for (size_t i = rep->n_keys; i > 0; i--)
-		if (rep->sec->keys[i - 1].epoch == epoch)
-			return rep->sec->keys[i - 1].key;
+	for (size_t i = 0; i < rep->n_keys; i++)
+		if (rep->sec->keys[i].epoch == epoch)
+			return rep->sec->keys[i].key;
 	return NULL;
 }
 
@@ -1541,18 +1561,16 @@ static const uint8_t *sim_epoch_key(const struct sim_replica *rep, uint32_t epoc
 static void sim_author(struct sim_replica *rep, struct record_version *v)
 {
 	struct sim *sim = rep->sim;
-	uint8_t nonce[RECORD_NONCE_LEN], *blob = NULL;
+	uint8_t nonce[RECORD_NONCE_LEN], *blob = NULL, key[RECORD_DATA_KEY_LEN];
 	size_t len = 0;
-	const uint8_t *key;
 	int r;
 
 	memcpy(v->author, rep->id, DEVICE_ID_LEN);
 	v->seq = ++rep->my_seq;
-	v->epoch = sim_seal_epoch(rep);
-	key = sim_epoch_key(rep, v->epoch);
+	v->epoch = sim_seal_key(rep, key);
 	sim_rng_bytes(&sim->rng, nonce, sizeof(nonce));
-	if (key == NULL) {
-		sim_failf(sim, "replica %d holds no key for epoch %" PRIu32, rep->idx, v->epoch);
+	if (v->epoch == 0) {
+		sim_failf(sim, "replica %d holds no key to seal under", rep->idx);
 		goto out;
 	}
 	r = record_version_seal(v, key, rep->sec->sign_sk, nonce, &blob, &len);
@@ -1566,6 +1584,7 @@ static void sim_author(struct sim_replica *rep, struct record_version *v)
 	rep->dirty = true;
 	sim->st.local_ops++;
 out:
+	sodium_memzero(key, sizeof(key));
 	free(blob);
 	record_version_free(v);
 }
