@@ -698,7 +698,8 @@ static void test_revoke_rotate(void)
 		CHECK_EQ(apply_craft(m, &c, 0), PKS_ERR_REJECTED);
 	}
 
-	randombytes_buf(key, sizeof(key));
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(0xa5 ^ i);
 	CHECK_OK(rotate(m, &l, 1, key));
 	CHECK_EQ(membership_epoch(m), 2);
 	CHECK(!membership_rotate_needed(m));
@@ -773,6 +774,37 @@ static void test_concurrent_rotate(void)
 	CHECK_EQ(membership_epoch(a), 3);
 	CHECK_OK(membership_epoch_key(a, 3, devs[2].dh_pk, devs[2].dh_sk, got));
 	CHECK_MEM_EQ(got, k1, 32);
+	membership_free(a);
+	membership_free(b);
+	oplist_free(&l);
+}
+
+/* Concurrent revokes of one device: the smallest cutoff applies. */
+static void test_cutoff(void)
+{
+	struct oplist l = {.n = 0};
+	struct membership *a, *b;
+	struct membership_device d;
+
+	setup();
+	a = with_genesis(&l);
+	CHECK_OK(add(a, &l, 0, 1));
+	CHECK_OK(add(a, &l, 0, 2));
+	b = clone(a);
+	CHECK_OK(revoke(a, &l, 0, 2, 9, T0 + 50));
+	CHECK_OK(revoke(b, &l, 1, 2, 4, T0 + 40));
+	CHECK(membership_version_admissible(a, devs[2].id, 9));
+	CHECK(!membership_version_admissible(a, devs[2].id, 10));
+	CHECK_OK(sync_to(b, a));
+	CHECK_OK(sync_to(a, b));
+	for (int i = 0; i < 2; i++) {
+		struct membership *m = i ? b : a;
+		CHECK(membership_version_admissible(m, devs[2].id, 4));
+		CHECK(!membership_version_admissible(m, devs[2].id, 5));
+		CHECK(membership_version_admissible(m, devs[1].id, UINT64_MAX));
+		CHECK_OK(membership_get(m, devs[2].id, &d));
+		CHECK(d.revoked);
+	}
 	membership_free(a);
 	membership_free(b);
 	oplist_free(&l);
@@ -1381,7 +1413,7 @@ CHECK_MAIN({"/membership/genesis_add_chain", test_genesis_add_chain},
 	   {"/membership/non_member_refused", test_non_member_refused},
 	   {"/membership/revoke_rotate", test_revoke_rotate},
 	   {"/membership/concurrent_rotate", test_concurrent_rotate},
-	   {"/membership/mutual_revoke", test_mutual_revoke},
+	   {"/membership/cutoff", test_cutoff}, {"/membership/mutual_revoke", test_mutual_revoke},
 	   {"/membership/strong_remove", test_strong_remove}, {"/membership/pending", test_pending},
 	   {"/membership/missing", test_missing}, {"/membership/limits", test_limits},
 	   {"/membership/noncanonical", test_noncanonical},
