@@ -1,21 +1,47 @@
 /*
  * Deterministic simulation of pksync devices: 3..5 replicas (more join
- * later) make local changes, add and revoke devices, restart, drift their
- * clocks and sync with the real engine (proto/sync) over a faulty in-memory
- * channel, through partitions. After N random steps the network heals and
- * the run checks that every live member converged, that the merge obeys its
- * laws, that no key material vanished without a delete or purge, and that no
- * version by a revoked device above its cutoff survived.
+ * later, up to 7) make local changes (create, edit, delete, restore, purge,
+ * bulk imports, the same credential imported on two devices), add, revoke,
+ * rename and rotate, restart, drift their clocks by hours and sync with the
+ * real engine (proto/sync) over a faulty in-memory channel (drops,
+ * duplicates, reordering, cuts at frame boundaries, BUSY back-pressure),
+ * through partitions. After N random steps the network heals and the run
+ * checks:
+ *   - every live member holds the same membership and the same records;
+ *   - merge laws: the union of their versions folded in three random orders
+ *     with duplicates gives the same digest;
+ *   - no admitted CREATE's key material is gone or changed without a PURGE
+ *     (and nothing is trashed without a DELETE) by an authorised author;
+ *   - no version by a revoked device above its cutoff is merged anywhere;
+ *   - no session sends versions to a peer its replica counts as no member;
+ *   - a reconnect with nothing changed moves no version, op or
+ *     reconciliation and at most SIM_QUIET_MSGS_MAX messages a side, and a
+ *     change then reaches every member through live pushes alone.
  *
  * Everything is driven by one seed: the simulation's own generator and
  * libsodium's randombytes (replaced by a seeded stream), so `--seed N`
- * replays a failing run exactly.
+ * replays a failing run exactly (with the trace).
  *
  *   pksync-sim [--seed N | --runs K --first-seed S | --seeds A,B,...] [--steps N] [--direct]
  *              [--keyshare] [--hide] [--calm-revokes] [--verbose]
  *
+ * The replica is the one briefed (drop a revoked author's versions above the
+ * cutoff; open epoch keys only from ROTATE ops). Two switches change it:
+ *   --keyshare  members that meet hand each other every epoch key they
+ *               hold. Without it, a device added concurrently with a ROTATE
+ *               (or revoked by a revoke that later stops counting) can never
+ *               open that epoch, so the versions sealed under it never reach
+ *               it: the protocol has no way to re-seal old epoch keys.
+ *   --hide      keep a revoked author's versions (stored and synced, not
+ *               merged) instead of dropping them. Membership is not
+ *               monotonic (a revoke stops counting when its author turns
+ *               out to be strong-removed), and a dropped version is lost for
+ *               good when that happens.
+ * The unit test runs with both; the 'sim' suite also runs without them.
  * --direct replaces the engine by a perfect exchange through the same
- * replica ops: a baseline that tells replica or merge faults from engine ones.
+ * replica ops: a baseline that tells replica or merge faults from engine
+ * ones. --calm-revokes keeps revoked devices and revokers out of further
+ * revokes.
  */
 #include <inttypes.h>
 #include <sodium.h>
