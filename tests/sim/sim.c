@@ -318,6 +318,7 @@ struct sim_stats {
 	uint64_t records; /* records held by the first live member at the check */
 	uint64_t bulk_imports;
 	uint64_t quiet_sessions, quiet_msgs, quiet_unequal;
+	uint64_t edits, shadowed_edits;
 	uint64_t reconciliations, live_members, synced_unequal, empty_vaults, heal_rounds;
 };
 
@@ -1735,6 +1736,7 @@ static void sim_op_edit(struct sim_replica *rep)
 {
 	struct sim_record *rec = sim_pick_record(rep, sim_want_visible);
 	struct record_version *v;
+	uint8_t id[RECORD_ID_LEN];
 	unsigned int mask;
 	static char text[RECORD_NOTES_MAX + 1];
 
@@ -1763,7 +1765,26 @@ static void sim_op_edit(struct sim_replica *rep)
 		}
 	}
 	sim_log(rep->sim, "replica %d edits (fields %#x)", rep->idx, mask);
+	memcpy(id, rec->id, RECORD_ID_LEN);
+	rep->sim->st.edits++;
 	sim_author(rep, v);
+	/*
+	 * The user's own edit should show at once. It does not when a device
+	 * whose clock runs ahead (beyond the HLC's max skew, so never observed)
+	 * wrote the field: last-writer-wins keeps the future stamp.
+	 */
+	rec = sim_record_find(&rep->recs, &rep->n_recs, &rep->cap_recs, id, false);
+	for (int f = 0; f < RECORD_FIELD_COUNT && rec != NULL; f++) {
+		uint8_t who[DEVICE_ID_LEN];
+
+		if ((mask & RECORD_FIELD_BIT(f)) &&
+		    record_state_field(rec->st, (enum record_field)f, NULL, who) != NULL &&
+		    memcmp(who, rep->id, DEVICE_ID_LEN) != 0) {
+			rep->sim->st.shadowed_edits++;
+			sim_log(rep->sim, "replica %d: its edit of field %d is shadowed", rep->idx,
+				f);
+		}
+	}
 }
 
 static void sim_op_simple(struct sim_replica *rep, enum record_op op)
@@ -2686,6 +2707,8 @@ static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *t
 		total->quiet_sessions += sim->st.quiet_sessions;
 		total->quiet_msgs += sim->st.quiet_msgs;
 		total->quiet_unequal += sim->st.quiet_unequal;
+		total->edits += sim->st.edits;
+		total->shadowed_edits += sim->st.shadowed_edits;
 		total->records += sim->st.records;
 		total->heal_rounds += (uint64_t)sim->heal_rounds;
 	}
@@ -2805,6 +2828,9 @@ int main(int argc, char **argv)
 	       ", restarts %" PRIu64 ", partitions %" PRIu64 "\n",
 	       total.local_ops, total.bulk_imports, total.imports, total.adds, total.revokes,
 	       total.restarts, total.partitions);
+	printf("# totals: edits %" PRIu64 ", of which shadowed at once by a future stamp %" PRIu64
+	       "\n",
+	       total.edits, total.shadowed_edits);
 	printf("# totals: messages %" PRIu64 ", session errors %" PRIu64
 	       ", faults drop/dup/reorder/cut/busy %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
 	       "/%" PRIu64 ", reconciliations %" PRIu64 ", unequal syncs %" PRIu64 "\n",
