@@ -528,12 +528,18 @@ static void sim_key_add(struct sim_replica *rep, uint32_t epoch, const uint8_t k
 }
 
 /* Opens every ROTATE key sealed to us that we do not hold yet. */
-static void sim_keys_refresh(struct sim_replica *rep)
+static void sim_keys_refresh_upto(struct sim_replica *rep, uint32_t want)
 {
 	uint32_t top = membership_epoch(rep->memb);
 	uint8_t key[32];
 
-	/* Every accepted ROTATE's key, losers of concurrent rotations included. */
+	/*
+	 * Every accepted ROTATE's key, losers of concurrent rotations included,
+	 * and epochs past the current one: a ROTATE whose author was later
+	 * strong-removed no longer counts, but versions were sealed under it.
+	 */
+	if (want > top)
+		top = want;
 	for (uint32_t e = 2; e <= top && e < 1000; e++) {
 		for (size_t n = 0; n < SIM_MAX_KEYS; n++) {
 			int r = membership_epoch_key_nth(rep->memb, e, n, rep->dh_pk,
@@ -546,6 +552,11 @@ static void sim_keys_refresh(struct sim_replica *rep)
 		}
 	}
 	sodium_memzero(key, sizeof(key));
+}
+
+static void sim_keys_refresh(struct sim_replica *rep)
+{
+	sim_keys_refresh_upto(rep, 0);
 }
 
 static bool sim_has_key(const struct sim_replica *rep, uint32_t epoch, const uint8_t key[32])
@@ -637,8 +648,23 @@ static int sim_admit(struct sim_replica *rep, const uint8_t *blob, size_t len)
 	if (!admissible && !rep->sim->hide)
 		goto skip;
 	if (!sim_has_epoch(rep, h.epoch))
-		sim_keys_refresh(rep);
+		sim_keys_refresh_upto(rep, h.epoch);
 	if (sim_open(rep, blob, len, dev.sign_pk, h.epoch, &v) != PKS_OK) {
+		if (rep->sim->verbose) {
+			char hex[17];
+			uint8_t k[32];
+			int r0 = h.epoch > 1
+				     ? membership_epoch_key_nth(rep->memb, h.epoch, 0, rep->dh_pk,
+								rep->sec->dh_sk, k)
+				     : PKS_OK;
+
+			sodium_memzero(k, sizeof(k));
+			sim_log(rep->sim,
+				"replica %d cannot open %s seq %" PRIu64 " (epoch %" PRIu32
+				", current %" PRIu32 ", winner key: %s)",
+				rep->idx, sim_hex8(h.author, hex), h.seq, h.epoch,
+				membership_epoch(rep->memb), pks_strerror(r0));
+		}
 		rep->undecryptable++;
 		record_version_free(v);
 		rep->skipped++;
@@ -704,7 +730,7 @@ static void sim_merge_stored(struct sim_replica *rep)
 			    record_sealed_peek(a->v[j].p, a->v[j].n, &h) != PKS_OK)
 				break;
 			if (!sim_has_epoch(rep, h.epoch))
-				sim_keys_refresh(rep);
+				sim_keys_refresh_upto(rep, h.epoch);
 			if (sim_open(rep, a->v[j].p, a->v[j].n, dev.sign_pk, h.epoch, &v) !=
 			    PKS_OK) {
 				rep->undecryptable++;
