@@ -23,7 +23,7 @@
  * replays a failing run exactly (with the trace).
  *
  *   pksync-sim [--seed N | --runs K --first-seed S | --seeds A,B,...] [--steps N] [--direct]
- *              [--keyshare] [--hide] [--calm-revokes] [--verbose]
+ *              [--keyshare] [--hide] [--calm-revokes] [--harsh] [--verbose]
  *
  * The replica is the one briefed (drop a revoked author's versions above the
  * cutoff; open epoch keys only from ROTATE ops). Two switches change it:
@@ -41,7 +41,7 @@
  * --direct replaces the engine by a perfect exchange through the same
  * replica ops: a baseline that tells replica or merge faults from engine
  * ones. --calm-revokes keeps revoked devices and revokers out of further
- * revokes.
+ * revokes. --harsh makes most links faulty at four times the fault rates.
  */
 #include <inttypes.h>
 #include <sodium.h>
@@ -344,6 +344,7 @@ struct sim {
 	 * loses nothing.
 	 */
 	bool hide;
+	bool harsh; /* --harsh: most links faulty, four times the fault rates */
 	struct sim_replica *r[SIM_MAX_REPLICAS];
 	int n;
 	struct sim_link link[SIM_MAX_REPLICAS][SIM_MAX_REPLICAS];
@@ -1252,11 +1253,13 @@ static void sim_link_open(struct sim *sim, int i, int j, bool perfect)
 		l->end[s].side = s;
 	}
 	l->cap = sim_rng_chance(&sim->rng, 500) ? 1 + sim_rng_below(&sim->rng, 12) : 0;
-	if (!perfect && sim_rng_chance(&sim->rng, 500)) {
-		l->p_drop = (unsigned int)sim_rng_below(&sim->rng, 30);
-		l->p_dup = (unsigned int)sim_rng_below(&sim->rng, 30);
-		l->p_reorder = (unsigned int)sim_rng_below(&sim->rng, 30);
-		l->p_cut = (unsigned int)sim_rng_below(&sim->rng, 20);
+	if (!perfect && sim_rng_chance(&sim->rng, sim->harsh ? 800 : 500)) {
+		uint64_t scale = sim->harsh ? 4 : 1;
+
+		l->p_drop = (unsigned int)sim_rng_below(&sim->rng, 30 * scale);
+		l->p_dup = (unsigned int)sim_rng_below(&sim->rng, 30 * scale);
+		l->p_reorder = (unsigned int)sim_rng_below(&sim->rng, 30 * scale);
+		l->p_cut = (unsigned int)sim_rng_below(&sim->rng, 20 * scale);
 	}
 	for (int s = 0; s < 2; s++) {
 		struct sim_replica *me = sim->r[s == 0 ? l->a : l->b];
@@ -2679,7 +2682,7 @@ static void sim_print_stats(const struct sim *sim)
 /* One seed: returns true when every check passed. */
 struct sim_opts {
 	uint64_t steps;
-	bool verbose, direct, keyshare, calm, hide;
+	bool verbose, direct, keyshare, calm, hide, harsh;
 };
 
 static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *total)
@@ -2694,6 +2697,7 @@ static bool sim_run(uint64_t seed, const struct sim_opts *o, struct sim_stats *t
 	sim->keyshare = o->keyshare;
 	sim->calm = o->calm;
 	sim->hide = o->hide;
+	sim->harsh = o->harsh;
 	sim_rng_seed(&sim->rng, seed);
 	sim_rng_seed(&sim_sodium_rng, seed ^ UINT64_C(0x5eed5eed5eed5eed));
 	sim->now_ms = SIM_EPOCH_T0_MS + sim_rng_below(&sim->rng, 1000000);
@@ -2776,9 +2780,10 @@ static int sim_parse_list(const char *s, uint64_t *out, size_t max, size_t *n)
 
 static void sim_usage(void)
 {
-	fprintf(stderr, "usage: pksync-sim [--seed N | --runs K [--first-seed S] | --seeds "
-			"A,B,...] [--steps N] "
-			"[--direct] [--keyshare] [--hide] [--calm-revokes] [--verbose]\n");
+	fprintf(stderr,
+		"usage: pksync-sim [--seed N | --runs K [--first-seed S] | --seeds "
+		"A,B,...] [--steps N] "
+		"[--direct] [--keyshare] [--hide] [--calm-revokes] [--harsh] [--verbose]\n");
 }
 
 int main(int argc, char **argv)
@@ -2820,6 +2825,8 @@ int main(int argc, char **argv)
 			o.keyshare = true;
 		} else if (strcmp(a, "--hide") == 0) {
 			o.hide = true;
+		} else if (strcmp(a, "--harsh") == 0) {
+			o.harsh = true;
 		} else if (strcmp(a, "--direct") == 0) {
 			o.direct = true;
 		} else if (strcmp(a, "--soak-gate") == 0) {
