@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -375,6 +376,143 @@ def garbage_peers_dropped_others_keep_syncing():
         log = a.read_log()
         assert "garbage" in log and "handshake" in log, log[-2000:]
     finally:
+        lab.cleanup()
+
+
+class FrameProxy:
+    """A TCP relay between a dialing device and a listening one that counts
+    frames (2-byte big-endian length, then the body) and, for the connection
+    it is told to spoil, replaces or follows a frame with garbage towards the
+    listener. Connections after that are relayed faithfully."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.plan = []          # per new connection: None, "during" or "after"
+        self.spoiled = []       # what was done, for the report
+        self.stop = False
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _accept(self):
+        self.srv.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            mode = self.plan.pop(0) if self.plan else None
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            for a, b, up in ((c, u, True), (u, c, False)):
+                t = threading.Thread(target=self._pump, args=(a, b, up, mode), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _read_frame(s):
+        hdr = b""
+        while len(hdr) < 2:
+            got = s.recv(2 - len(hdr))
+            if not got:
+                return None
+            hdr += got
+        n = int.from_bytes(hdr, "big")
+        body = b""
+        while len(body) < n:
+            got = s.recv(n - len(body))
+            if not got:
+                return None
+            body += got
+        return hdr + body
+
+    def _pump(self, src, dst, upstream, mode):
+        # Only the dialer-to-listener direction is ever spoiled. Frame 1 of
+        # that direction is handshake message 1, frame 2 is message 3, later
+        # frames are transport messages.
+        rnd = random.Random(11)
+        garbage = bytes(rnd.getrandbits(8) for _ in range(120))
+        n = 0
+        src.settimeout(None)
+        try:
+            while not self.stop:
+                f = self._read_frame(src)
+                if f is None:
+                    break
+                n += 1
+                if upstream and mode == "during" and n == 2:
+                    dst.sendall(len(garbage).to_bytes(2, "big") + garbage)
+                    self.spoiled.append("during")
+                    continue
+                dst.sendall(f)
+                if upstream and mode == "after" and n == 3:
+                    dst.sendall(len(garbage).to_bytes(2, "big") + garbage)
+                    self.spoiled.append("after")
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.srv.close()
+
+
+@tap.case
+def garbage_during_and_after_handshake_from_member_link():
+    lab = Lab()
+    proxy = None
+    try:
+        a = lab.founder()
+        b = pair(lab, a, "beta")
+        proxy = FrameProxy(a.port)
+        # gamma listens nowhere: the only way it reaches alpha is the proxy,
+        # the address it joined through and remembers.
+        g = lab.dev("gamma")
+        Agent.start(g, ["--no-listen"])
+        p, first = start_pair(a)
+        g.json("join", first["code"], "--peer", proxy.addr, "--name", "gamma",
+               "--no-passphrase")
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err.decode()
+        converge([a, b, g])
+        # Spoil gamma's next two sessions: garbage in place of handshake
+        # message 3, then garbage right after a good first transport frame.
+        proxy.plan = ["during", "after"]
+        g.stop()
+        Agent.start(g, ["--no-listen"])
+        rec = b.json("new", "--rp", "while-spoiled.example", "--user", "bob")
+        converge([a, b])
+        # gamma's own sessions were cut, but its dialer retries and the third
+        # connection through the proxy is faithful: everything arrives.
+        converge([a, b, g], timeout=90)
+        assert rec["id"] in g.ids()
+        assert proxy.spoiled == ["during", "after"], proxy.spoiled
+        assert a.alive() and b.alive() and g.alive()
+        log = a.read_log()
+        assert "handshake from" in log and "failed" in log, log[-2000:]
+        assert "did not authenticate; closed" in log, log[-2000:]
+        tap_note("; ".join(l.split("net: ", 1)[-1] for l in log.splitlines()
+                           if "net: handshake from" in l or "did not authenticate" in l))
+    finally:
+        if proxy:
+            proxy.close()
         lab.cleanup()
 
 
