@@ -272,6 +272,14 @@ static void net_on_close(void *user, struct tcp_conn *c, int err)
 		if (!other)
 			net_resume_dialers(n, s->peer);
 	}
+	if (s->kind == NET_MEMBER) {
+		bool members = false;
+		for (struct net_session *o = n->sessions; o != NULL; o = o->next)
+			if (o->kind == NET_MEMBER)
+				members = true;
+		if (!members)
+			vault_sync_idle(n->vault);
+	}
 	net_session_free(s);
 	net_waiters_check(n);
 }

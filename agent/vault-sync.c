@@ -355,6 +355,19 @@ static int replica_memb_missing(void *replica, const uint8_t (*peer_heads)[SYNC_
 	return r == 1 ? PKS_OK : r;
 }
 
+void vault_sync_idle(struct vault *v)
+{
+	size_t n;
+
+	if (v->memb == NULL)
+		return;
+	n = membership_pending_count(v->memb);
+	if (n > 0)
+		pks_log(&v->log, PKS_LOG_INFO,
+			"vault: dropped %zu membership operations still missing their parents", n);
+	membership_clear_pending(v->memb);
+}
+
 static int replica_memb_apply(void *replica, const struct sync_blob *ops, size_t n)
 {
 	struct vault *v = replica;

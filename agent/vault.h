@@ -162,6 +162,10 @@ int vault_export_items(const struct vault *v, const char *rp_id, const struct re
 
 /* NULL while locked. */
 const struct membership *vault_membership(const struct vault *v);
+/* No member session is open any more: drop membership operations still
+   waiting for their parents (any signer can fill that set; peers resend what
+   we lack next time). */
+void vault_sync_idle(struct vault *v);
 /* The psk of member sessions, from the network key. PKS_ERR_LOCKED. */
 int vault_member_psk(const struct vault *v, uint8_t out[32]);
 /* This device's X25519 key pair (Noise static); NULL while locked. */
