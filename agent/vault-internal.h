@@ -41,6 +41,11 @@ struct vault_secrets {
 struct vault_author {
 	uint8_t id[DEVICE_ID_LEN];
 	uint64_t seq;
+	/* Strong remove hides this author's versions above cutoff: they stay
+	   stored (and are synced on) but are not folded into the records, so
+	   nothing is lost if the revoke later stops counting. */
+	bool cut;
+	uint64_t cutoff;
 };
 
 struct vault_entry {
@@ -70,6 +75,8 @@ struct vault {
 	size_t memb_persisted;
 	/* Received versions skipped as inadmissible, since start. */
 	uint64_t skipped;
+	/* Stored versions hidden by strong remove at the last reload. */
+	uint64_t hidden;
 	struct hlc_clock clock;
 	uint64_t seq;
 	/* Open addressing on the record id; ids are keyed hashes, so already uniform. */
@@ -87,6 +94,11 @@ const uint8_t *vault_epoch_key(const struct vault *v, uint32_t epoch);
 int vault_epoch_save(struct vault *v, uint32_t epoch, const uint8_t key[32]);
 uint64_t vault_author_seq(const struct vault *v, const uint8_t id[DEVICE_ID_LEN]);
 int vault_author_set(struct vault *v, const uint8_t id[DEVICE_ID_LEN], uint64_t seq);
+/* Marks id's versions from seq on as hidden (not merged), if not already. */
+void vault_author_hide_from(struct vault *v, const uint8_t id[DEVICE_ID_LEN], uint64_t seq);
+/* The largest seq <= held of id's versions that membership admits. */
+uint64_t vault_admissible_prefix(const struct vault *v, const uint8_t id[DEVICE_ID_LEN],
+				 uint64_t held);
 /* Checks admissibility, finds the author's key and the epoch key, opens. */
 int vault_open_sealed(struct vault *v, const uint8_t *blob, size_t len,
 		      struct record_sealed_header *h, struct record_version **out);

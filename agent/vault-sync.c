@@ -182,35 +182,34 @@ static int vault_open_new_epochs(struct vault *v)
 }
 
 /*
- * Strong remove: drops every stored version a revoked device wrote after
- * its cutoff. Returns through *changed whether anything was deleted.
+ * Strong remove: a revoked device's versions above its cutoff stop counting.
+ * They are not deleted: membership is not monotonic (a revoke stops counting
+ * when its author turns out to be strong-removed itself), and a deleted
+ * version would then be lost for good. Instead the records are rebuilt from
+ * the admissible versions whenever an author's admissible prefix moves;
+ * *changed says so. The hidden versions stay stored and are synced on.
  */
 static int vault_apply_revocations(struct vault *v, bool *changed)
 {
-	int r = PKS_OK;
+	for (size_t i = 0; i < v->n_authors; i++) {
+		struct vault_author *a = &v->authors[i];
+		uint64_t p = vault_admissible_prefix(v, a->id, a->seq);
+		bool cut = p < a->seq;
 
-	for (size_t i = 0; i < v->n_authors && r == PKS_OK; i++) {
-		uint64_t held = v->authors[i].seq, lo = 0, hi = held, deleted = 0;
-		if (held == 0 || membership_version_admissible(v->memb, v->authors[i].id, held))
+		if (cut == a->cut && (!cut || p == a->cutoff))
 			continue;
-		/* The largest admissible seq: versions are admissible up to a cutoff. */
-		while (lo < hi) {
-			uint64_t mid = lo + (hi - lo + 1) / 2;
-			if (membership_version_admissible(v->memb, v->authors[i].id, mid))
-				lo = mid;
-			else
-				hi = mid - 1;
-		}
-		r = store_versions_delete_above(v->store, v->authors[i].id, lo, &deleted);
-		if (r == PKS_OK && deleted > 0) {
+		if (cut)
 			pks_log(&v->log, PKS_LOG_INFO,
-				"vault: dropped %llu versions a revoked device wrote after its "
-				"revocation",
-				(unsigned long long)deleted);
-			*changed = true;
-		}
+				"vault: %llu versions a revoked device wrote after its revocation "
+				"no longer count",
+				(unsigned long long)(a->seq - p));
+		else
+			pks_log(&v->log, PKS_LOG_INFO,
+				"vault: a revocation stopped counting; its device's versions count "
+				"again");
+		*changed = true;
 	}
-	return r;
+	return PKS_OK;
 }
 
 /* Rotates to a fresh data key when a revoked device may know the current one. */
@@ -460,6 +459,7 @@ struct replica_slot {
 	const uint8_t *key;
 	struct record_version *ver;
 	int err;
+	bool hidden; /* by a revoked author above its cutoff: stored, not merged */
 };
 
 struct replica_opener {
@@ -527,11 +527,12 @@ static void replica_prepare(struct vault *v, struct replica_slot *sl)
 		sl->err = PKS_ERR_EXISTS;
 		return;
 	}
-	if (!membership_version_admissible(v->memb, sl->h.author, sl->h.seq) ||
-	    membership_get(v->memb, sl->h.author, &d) != PKS_OK) {
+	if (membership_get(v->memb, sl->h.author, &d) != PKS_OK) {
 		sl->err = PKS_ERR_REJECTED;
 		return;
 	}
+	/* Kept, verified, but not merged: the revoke may stop counting later. */
+	sl->hidden = !membership_version_admissible(v->memb, sl->h.author, sl->h.seq);
 	memcpy(sl->sign_pk, d.sign_pk, 32);
 	sl->key = vault_epoch_key(v, sl->h.epoch);
 	if (sl->key == NULL)
@@ -562,8 +563,12 @@ static int replica_commit_one(struct vault *v, struct replica_slot *sl, bool *fa
 				      sl->h.epoch, sl->blob, sl->len);
 	if (r == PKS_OK)
 		r = vault_author_set(v, sl->h.author, sl->h.seq);
-	if (r == PKS_OK)
+	if (r == PKS_OK && sl->hidden) {
+		vault_author_hide_from(v, sl->h.author, sl->h.seq);
+		v->hidden++;
+	} else if (r == PKS_OK) {
 		r = vault_merge_version(v, sl->ver);
+	}
 	*fatal = r == PKS_ERR_DB || r == PKS_ERR_NOMEM;
 	return r;
 }

@@ -469,12 +469,43 @@ int vault_author_set(struct vault *v, const uint8_t id[DEVICE_ID_LEN], uint64_t 
 		memmove(&v->authors[i + 1], &v->authors[i],
 			(v->n_authors - i) * sizeof(v->authors[0]));
 		memcpy(v->authors[i].id, id, DEVICE_ID_LEN);
+		v->authors[i].cut = false;
+		v->authors[i].cutoff = 0;
 		v->n_authors++;
 	}
 	v->authors[i].seq = seq;
 	if (sodium_memcmp(id, v->device_id, DEVICE_ID_LEN) == 0)
 		v->seq = seq;
 	return PKS_OK;
+}
+
+void vault_author_hide_from(struct vault *v, const uint8_t id[DEVICE_ID_LEN], uint64_t seq)
+{
+	bool found;
+	size_t i = vault_author_pos(v, id, &found);
+
+	if (!found || v->authors[i].cut)
+		return;
+	v->authors[i].cut = true;
+	v->authors[i].cutoff = seq - 1;
+}
+
+uint64_t vault_admissible_prefix(const struct vault *v, const uint8_t id[DEVICE_ID_LEN],
+				 uint64_t held)
+{
+	uint64_t lo = 0, hi = held;
+
+	if (held == 0 || membership_version_admissible(v->memb, id, held))
+		return held;
+	/* Versions are admissible up to a cutoff: the largest admissible seq. */
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo + 1) / 2;
+		if (membership_version_admissible(v->memb, id, mid))
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
 }
 
 static int vault_vector_entry(void *user_data, const uint8_t author[32], uint64_t seq)
@@ -533,6 +564,11 @@ static int vault_load_version(void *user_data, const uint8_t record_id[16],
 
 	(void)record_id, (void)author, (void)seq, (void)epoch;
 	r = vault_open_sealed(v, blob, len, &h, &ver);
+	if (r == PKS_ERR_REJECTED) {
+		/* Hidden by a revoke (kept in case the revoke stops counting). */
+		v->hidden++;
+		return PKS_OK;
+	}
 	if (r != PKS_OK) {
 		pks_log(&v->log, PKS_LOG_WARN, "vault: skipping a stored version: %s",
 			pks_strerror(r));
@@ -554,10 +590,22 @@ int vault_reload(struct vault *v)
 	vault_table_clear(v);
 	v->n_authors = 0;
 	v->seq = 0;
+	v->hidden = 0;
 	hlc_clock_init(&v->clock, 0, VAULT_MAX_SKEW_MS);
 	r = store_version_vector(v->store, vault_vector_entry, v);
+	if (r == PKS_OK && v->memb != NULL) {
+		for (size_t i = 0; i < v->n_authors; i++) {
+			struct vault_author *a = &v->authors[i];
+			a->cutoff = vault_admissible_prefix(v, a->id, a->seq);
+			a->cut = a->cutoff < a->seq;
+		}
+	}
 	if (r == PKS_OK)
 		r = store_versions_foreach(v->store, vault_load_version, v);
+	if (r == PKS_OK && v->hidden > 0)
+		pks_log(&v->log, PKS_LOG_INFO,
+			"vault: %llu stored versions by revoked devices are kept but not applied",
+			(unsigned long long)v->hidden);
 	return r;
 }
 

@@ -254,6 +254,60 @@ def revoked_device_is_shut_out():
 
 
 @tap.case
+def revoke_that_stops_counting_loses_nothing():
+    """alpha revokes beta while delta, unaware, revokes alpha. gamma first
+    learns only of alpha's revoke (beta's late record stops counting there),
+    then of delta's: alpha is strong-removed, its revoke of beta no longer
+    counts, and beta's record must come back at gamma even though beta is
+    gone for good by then."""
+    lab = Lab()
+    try:
+        a = lab.founder("alpha")
+        b = pair(lab, a, "beta")
+        c = pair(lab, a, "gamma")
+        d = pair(lab, a, "delta")
+        converge([a, b, c, d])
+        for x in (a, b, c, d):
+            x.stop()
+        # beta writes; nobody but gamma will ever hear of it from beta.
+        b.start()
+        late = b.json("new", "--rp", "late.example", "--user", "beta-late")
+        b.stop()
+        # alpha revokes beta without having seen that record.
+        a.start()
+        a.json("revoke", "beta")
+        a.stop()
+        # delta, unaware of that, revokes alpha.
+        d.start()
+        d.json("revoke", "alpha")
+        d.stop()
+        # gamma gets beta's record from beta, then alpha's revoke of beta.
+        # Joiners know only their sponsor's address: tell gamma the others'.
+        b.start()
+        c.start(["--peer", b.addr])
+        converge([b, c])
+        assert late["id"] in c.ids()
+        b.stop()
+        shutil.rmtree(b.state_dir)   # beta is gone for good
+        a.start()
+        c.restart(["--peer", a.addr])
+        converge([a, c])
+        assert late["id"] not in c.ids(), "a revoked author's late record still counts"
+        a.stop()
+        # Now delta: alpha's revoke stops counting, beta's record is back.
+        d.start()
+        c.restart(["--peer", d.addr])
+        converge([c, d], timeout=60)
+        devs = {x["name"]: x for x in c.json("devices")}
+        assert devs["alpha"]["revoked"] and not devs["beta"]["revoked"], devs
+        assert late["id"] in c.ids(), "a record lost to a revoke that stopped counting"
+        assert late["id"] in d.ids()
+        assert c.json("show", late["id"])["user_name"] == "beta-late"
+    finally:
+        lab.cleanup()
+
+
+@tap.case
 def pairing_codes_single_use_expiring_five_tries():
     lab = Lab()
     try:
