@@ -667,6 +667,77 @@ static int replica_author_summary(void *replica, const uint8_t author[SYNC_ID_LE
 	return PKS_OK;
 }
 
+/* Every epoch key held, newest first: the peer is an allowed member. */
+static int replica_keys_export(void *replica, sync_emit_fn emit, void *ctx)
+{
+	struct vault *v = replica;
+	uint8_t *blob;
+	int r = PKS_OK;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	blob = sodium_malloc(SYNC_KEY_BLOB_LEN);
+	if (blob == NULL)
+		return PKS_ERR_NOMEM;
+	for (size_t i = v->sec->n_epochs; i > 0 && r == PKS_OK; i--) {
+		uint32_t e = v->sec->epochs[i - 1].epoch;
+		blob[0] = (uint8_t)(e >> 24);
+		blob[1] = (uint8_t)(e >> 16);
+		blob[2] = (uint8_t)(e >> 8);
+		blob[3] = (uint8_t)e;
+		memcpy(blob + 4, v->sec->epochs[i - 1].key, 32);
+		r = emit(ctx, blob, SYNC_KEY_BLOB_LEN);
+	}
+	sodium_free(blob);
+	return r;
+}
+
+/*
+ * Keys from a member for epochs that membership defines and this device has
+ * no key for (it was added concurrently with that epoch's rotation, so the
+ * rotation was not sealed to it). Members are trusted with data keys; a
+ * wrong key only leaves that epoch's versions unopened here.
+ */
+static int replica_keys_apply(void *replica, const struct sync_blob *keys, size_t n)
+{
+	struct vault *v = replica;
+	uint32_t top;
+	size_t learned = 0;
+	int r;
+
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	top = membership_epoch(v->memb);
+	r = store_begin(v->store);
+	if (r != PKS_OK)
+		return r;
+	for (size_t i = 0; i < n && r == PKS_OK; i++) {
+		const uint8_t *b = keys[i].data;
+		uint32_t e;
+		if (keys[i].len != SYNC_KEY_BLOB_LEN)
+			continue;
+		e = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+		if (e == 0 || e > top || vault_epoch_key(v, e) != NULL)
+			continue;
+		r = vault_epoch_save(v, e, b + 4);
+		if (r == PKS_OK)
+			learned++;
+	}
+	if (r == PKS_OK)
+		r = store_commit(v->store);
+	if (r != PKS_OK) {
+		store_rollback(v->store);
+		vault_lock(v);
+		pks_log(&v->log, PKS_LOG_ERROR, "vault: storing data keys failed; vault locked");
+		return r;
+	}
+	if (learned > 0)
+		pks_log(&v->log, PKS_LOG_INFO,
+			"vault: a member gave %zu data keys of epochs not sealed to this device",
+			learned);
+	return PKS_OK;
+}
+
 const struct sync_replica_ops vault_replica_ops = {
     .memb_heads = replica_memb_heads,
     .memb_digest = replica_memb_digest,
@@ -678,4 +749,6 @@ const struct sync_replica_ops vault_replica_ops = {
     .versions_apply = replica_versions_apply,
     .digest = replica_digest,
     .author_summary = replica_author_summary,
+    .keys_export = replica_keys_export,
+    .keys_apply = replica_keys_apply,
 };

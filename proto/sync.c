@@ -69,6 +69,13 @@ static int sync_msg_check(const struct sync_msg *m)
 		if (m->n_heads > SYNC_HEADS_MAX)
 			return PKS_ERR_TOO_LARGE;
 		return PKS_OK;
+	case SYNC_MSG_KEYS:
+		if (m->n_blobs > SYNC_KEYS_MAX)
+			return PKS_ERR_TOO_LARGE;
+		for (size_t i = 0; i < m->n_blobs; i++)
+			if (m->blobs[i].len != SYNC_KEY_BLOB_LEN || m->blobs[i].data == NULL)
+				return PKS_ERR_MALFORMED;
+		return PKS_OK;
 	case SYNC_MSG_MEMB_OPS:
 	case SYNC_MSG_VERSIONS:
 		if (m->n_blobs > SYNC_BLOBS_MAX)
@@ -128,6 +135,7 @@ static int sync_enc_body(struct pks_buf *b, const struct sync_msg *m)
 				return r;
 		return sync_enc_bytes(b, m->digest, SYNC_DIGEST_LEN);
 	case SYNC_MSG_MEMB_OPS:
+	case SYNC_MSG_KEYS:
 	case SYNC_MSG_VERSIONS:
 		if ((r = sync_enc_array(b, m->type == SYNC_MSG_VERSIONS ? 4 : 3)) != PKS_OK ||
 		    (r = sync_enc_uint(b, m->type)) != PKS_OK)
@@ -476,6 +484,7 @@ static int sync_read_body(struct sync_reader *rd, size_t items, struct sync_msg 
 		m->n_heads = n;
 		return sync_read_fixed(rd, m->digest, SYNC_DIGEST_LEN);
 	case SYNC_MSG_MEMB_OPS:
+	case SYNC_MSG_KEYS:
 		if (items != 3)
 			return PKS_ERR_MALFORMED;
 		if ((r = sync_read_blobs(rd, m)) != PKS_OK)
@@ -563,7 +572,7 @@ int sync_msg_decode(const uint8_t *buf, size_t len, struct sync_msg *msg)
 	r = sync_read_uint(&rd, &type);
 	if (r != PKS_OK)
 		goto out;
-	if (type < SYNC_MSG_HELLO || type > SYNC_MSG_SUMMARY) {
+	if (type < SYNC_MSG_HELLO || type > SYNC_MSG_KEYS) {
 		r = PKS_ERR_MALFORMED;
 		goto out;
 	}
@@ -588,6 +597,9 @@ int sync_msg_decode(const uint8_t *buf, size_t len, struct sync_msg *msg)
 	memcpy(msg, m, sizeof(*msg));
 	r = PKS_OK;
 out:
+	/* The re-encoding may hold keys (KEYS). */
+	if (again != NULL)
+		sodium_memzero(again, again_len);
 	free(again);
 	free(m);
 	return r;
@@ -631,6 +643,7 @@ struct sync_session {
 
 	/* Phase 1. */
 	bool hello_received, memb_end_sent, memb_end_received, memb_dirty;
+	bool keys_received;
 	size_t n_peer_heads;
 	uint8_t peer_heads[SYNC_HEADS_MAX][SYNC_ID_LEN];
 	uint8_t local_heads[SYNC_HEADS_MAX][SYNC_ID_LEN];
@@ -706,18 +719,26 @@ static int sync_gather_add(struct sync_session *s, const uint8_t *data, size_t l
 	return PKS_OK;
 }
 
+/* Queued messages may carry keys (KEYS): every copy is wiped before it is freed. */
+static void sync_wipe_free(uint8_t *data, size_t len)
+{
+	if (data != NULL)
+		sodium_memzero(data, len);
+	free(data);
+}
+
 static int sync_enqueue(struct sync_session *s, uint8_t *data, size_t len, uint64_t batch,
 			uint64_t ack)
 {
 	struct sync_outmsg *m;
 
 	if (s->queued >= SYNC_QUEUE_MAX) {
-		free(data);
+		sync_wipe_free(data, len);
 		return PKS_ERR_TOO_LARGE;
 	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
-		free(data);
+		sync_wipe_free(data, len);
 		return PKS_ERR_NOMEM;
 	}
 	*m = (struct sync_outmsg){NULL, data, len, batch, ack};
@@ -1021,6 +1042,65 @@ static int sync_send_state(struct sync_session *s)
 	return r;
 }
 
+struct sync_keys_ctx {
+	uint8_t *buf; /* SYNC_KEYS_MAX blobs, wiped before free */
+	size_t n;
+};
+
+static int sync_keys_emit(void *ctx, const uint8_t *data, size_t len)
+{
+	struct sync_keys_ctx *k = ctx;
+
+	if (len != SYNC_KEY_BLOB_LEN)
+		return PKS_ERR_INVALID;
+	if (k->n == SYNC_KEYS_MAX)
+		return 1;
+	memcpy(k->buf + k->n * SYNC_KEY_BLOB_LEN, data, len);
+	k->n++;
+	return PKS_OK;
+}
+
+/* One KEYS message with every epoch key the replica holds. */
+static int sync_send_keys(struct sync_session *s)
+{
+	struct sync_msg *m = s->scratch;
+	struct sync_keys_ctx k = {NULL, 0};
+	int r;
+
+	if (s->ops->keys_export == NULL)
+		return PKS_OK;
+	k.buf = malloc(SYNC_KEYS_MAX * SYNC_KEY_BLOB_LEN);
+	if (k.buf == NULL)
+		return PKS_ERR_NOMEM;
+	r = s->ops->keys_export(s->replica, sync_keys_emit, &k);
+	if (r == 1)
+		r = PKS_OK;
+	/* Nothing to hand over: no message at all. */
+	if (r == PKS_OK && k.n > 0) {
+		m->type = SYNC_MSG_KEYS;
+		m->end = true;
+		m->n_blobs = k.n;
+		for (size_t i = 0; i < k.n; i++)
+			m->blobs[i] =
+			    (struct sync_blob){k.buf + i * SYNC_KEY_BLOB_LEN, SYNC_KEY_BLOB_LEN};
+		r = sync_queue_scratch(s, 0, 0);
+		m->n_blobs = 0;
+	}
+	sync_wipe_free(k.buf, SYNC_KEYS_MAX * SYNC_KEY_BLOB_LEN);
+	return r;
+}
+
+static int sync_on_keys(struct sync_session *s, const struct sync_msg *m)
+{
+	if (s->ops->keys_apply == NULL || s->keys_received || !s->memb_end_received ||
+	    s->state_received || s->phase == SYNC_PHASE_FAILED)
+		return PKS_ERR_STATE;
+	s->keys_received = true;
+	if (!s->ops->peer_allowed(s->replica, s->peer))
+		return PKS_ERR_REJECTED;
+	return s->ops->keys_apply(s->replica, m->blobs, m->n_blobs);
+}
+
 static int sync_membership_settled(struct sync_session *s)
 {
 	int r;
@@ -1030,7 +1110,9 @@ static int sync_membership_settled(struct sync_session *s)
 	if (!s->ops->peer_allowed(s->replica, s->peer))
 		return PKS_ERR_REJECTED;
 	s->phase = SYNC_PHASE_STATE;
-	r = sync_send_state(s);
+	r = sync_send_keys(s);
+	if (r == PKS_OK)
+		r = sync_send_state(s);
 	if (r != PKS_OK)
 		return r;
 	/*
@@ -1166,7 +1248,7 @@ static int sync_pump(struct sync_session *s)
 			if (s->head == NULL)
 				s->tail = NULL;
 			s->queued--;
-			free(m->data);
+			sync_wipe_free(m->data, m->len);
 			free(m);
 		}
 		if (s->head != NULL || s->blocked)
@@ -1441,6 +1523,8 @@ static int sync_dispatch(struct sync_session *s, const struct sync_msg *m)
 		return sync_on_done(s, m);
 	case SYNC_MSG_SUMMARY:
 		return sync_on_summary(s, m);
+	case SYNC_MSG_KEYS:
+		return sync_on_keys(s, m);
 	}
 	return PKS_ERR_MALFORMED;
 }
@@ -1509,7 +1593,7 @@ int sync_session_new(const struct sync_replica_ops *ops, void *replica,
 	    ops->memb_heads == NULL || ops->memb_digest == NULL || ops->memb_missing == NULL ||
 	    ops->memb_apply == NULL || ops->peer_allowed == NULL || ops->vector == NULL ||
 	    ops->versions_after == NULL || ops->versions_apply == NULL || ops->digest == NULL ||
-	    ops->author_summary == NULL)
+	    ops->author_summary == NULL || (ops->keys_export == NULL) != (ops->keys_apply == NULL))
 		goto out;
 	r = PKS_ERR_NOMEM;
 	s = calloc(1, sizeof(*s));
@@ -1549,7 +1633,7 @@ void sync_session_free(struct sync_session *s)
 	while (s->head != NULL) {
 		struct sync_outmsg *m = s->head;
 		s->head = m->next;
-		free(m->data);
+		sync_wipe_free(m->data, m->len);
 		free(m);
 	}
 	pks_buf_free(&s->gather);

@@ -16,6 +16,7 @@
  *   ACK       [5, batch]
  *   DONE      [6, digest]
  *   SUMMARY   [7, [[author, seq, chain_hash]...], end]
+ *   KEYS      [8, [epoch_be32 || key32 ...], end]   data keys for the peer
  *
  * A session goes:
  *   1. membership: both send HELLO; on the peer's HELLO each sends the ops
@@ -24,6 +25,12 @@
  *      applied with memb_apply. Once both ends are seen the peer must still
  *      be a member (peer_allowed), else the session fails with
  *      PKS_ERR_REJECTED.
+ *      With keys_export set, each side then sends one KEYS message with
+ *      every epoch key it holds (none when it holds none): a device added concurrently with a key
+ *      rotation was not among those the rotation sealed its key to, and
+ *      without this it could never open what was written under that epoch.
+ *      A KEYS message is accepted once, after the peer's membership end,
+ *      before its STATE, and only while the peer is allowed.
  *   2. state: both send STATE (vector of highest contiguous seq per author,
  *      digest of the visible state). Each then streams, per author, the
  *      versions above the peer's seq in VERSIONS batches of at most
@@ -67,6 +74,8 @@
 #define SYNC_AUTHORS_MAX 512
 #define SYNC_BLOBS_MAX 1024    /* ops or versions in one message */
 #define SYNC_BLOB_MAX 32768    /* one op or sealed version */
+#define SYNC_KEYS_MAX 256      /* epoch keys in one KEYS message */
+#define SYNC_KEY_BLOB_LEN 36   /* epoch (big-endian 32 bits) and a 32-byte key */
 #define SYNC_BATCH_BYTES 60000 /* payload bytes of one VERSIONS batch */
 #define SYNC_WINDOW 8          /* VERSIONS batches in flight, unacknowledged */
 #define SYNC_RECONCILE_MAX 2
@@ -79,6 +88,7 @@ enum sync_msg_type {
 	SYNC_MSG_ACK = 5,
 	SYNC_MSG_DONE = 6,
 	SYNC_MSG_SUMMARY = 7,
+	SYNC_MSG_KEYS = 8,
 };
 
 /* A byte string owned by someone else. */
@@ -179,6 +189,15 @@ struct sync_replica_ops {
 	 */
 	int (*author_summary)(void *replica, const uint8_t author[SYNC_ID_LEN], uint64_t *seq,
 			      uint8_t hash[SYNC_DIGEST_LEN]);
+	/*
+	 * Optional (both or neither): the epoch keys the replica holds, each
+	 * emitted as SYNC_KEY_BLOB_LEN bytes (at most SYNC_KEYS_MAX, newest
+	 * first), and the keys received from an allowed peer; the replica keeps
+	 * those for epochs it has no key for. Blobs hold secrets: the engine
+	 * wipes its copies.
+	 */
+	int (*keys_export)(void *replica, sync_emit_fn emit, void *ctx);
+	int (*keys_apply)(void *replica, const struct sync_blob *keys, size_t n);
 };
 
 struct sync_session_cb {

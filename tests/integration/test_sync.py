@@ -308,6 +308,40 @@ def revoke_that_stops_counting_loses_nothing():
 
 
 @tap.case
+def device_added_during_a_key_rotation_reads_that_epoch():
+    """alpha revokes gamma (a new data-key epoch, sealed to alpha and beta)
+    while beta, apart, adds delta: that rotation was never sealed to delta.
+    What alpha writes under the new epoch must still reach delta: members
+    hand each other the epoch keys they hold."""
+    lab = Lab()
+    try:
+        a = lab.founder("alpha")
+        b = pair(lab, a, "beta")
+        c = pair(lab, a, "gamma")
+        converge([a, b, c])
+        b.stop()
+        c.stop()
+        a.json("revoke", "gamma")
+        rec = a.json("new", "--rp", "new-epoch.example", "--user", "alice")
+        a.stop()
+        b.start()
+        d = pair(lab, b, "delta")
+        converge([b, d])
+        a.start(["--peer", b.addr])
+        d.restart(["--peer", a.addr, "--peer", b.addr])
+        converge([a, b, d], timeout=60)
+        for x in (b, d):
+            assert rec["id"] in x.ids(), x.name
+        assert d.json("show", rec["id"])["user_name"] == "alice"
+        # delta writes now under the newest epoch it learned; alpha reads it.
+        back = d.json("new", "--rp", "from-delta.example", "--user", "dee")
+        converge([a, b, d])
+        assert back["id"] in a.ids()
+    finally:
+        lab.cleanup()
+
+
+@tap.case
 def pairing_codes_single_use_expiring_five_tries():
     lab = Lab()
     try:

@@ -42,6 +42,10 @@ struct trep {
 	uint8_t lie_author[SYNC_ID_LEN];
 	uint64_t lie_seq;
 	uint64_t skipped, applied, apply_calls;
+	/* Epoch keys: each SYNC_KEY_BLOB_LEN bytes, kept only for new epochs. */
+	size_t n_keys;
+	uint8_t keys[16][SYNC_KEY_BLOB_LEN];
+	uint64_t keys_calls;
 };
 
 static inline struct trep *trep_new(void)
@@ -349,6 +353,38 @@ static inline bool trep_fill_fuzz(struct trep *t)
 	return true;
 }
 
+static inline bool trep_add_key(struct trep *t, const uint8_t blob[SYNC_KEY_BLOB_LEN])
+{
+	for (size_t i = 0; i < t->n_keys; i++)
+		if (memcmp(t->keys[i], blob, 4) == 0)
+			return true; /* an epoch already held keeps its key */
+	if (t->n_keys == 16)
+		return false;
+	memcpy(t->keys[t->n_keys++], blob, SYNC_KEY_BLOB_LEN);
+	return true;
+}
+
+static inline int trep_keys_export(void *replica, sync_emit_fn emit, void *ctx)
+{
+	struct trep *t = replica;
+	int r = PKS_OK;
+
+	for (size_t i = 0; i < t->n_keys && r == PKS_OK; i++)
+		r = emit(ctx, t->keys[i], SYNC_KEY_BLOB_LEN);
+	return r == 1 ? PKS_OK : r;
+}
+
+static inline int trep_keys_apply(void *replica, const struct sync_blob *keys, size_t n)
+{
+	struct trep *t = replica;
+
+	t->keys_calls++;
+	for (size_t i = 0; i < n; i++)
+		if (keys[i].len != SYNC_KEY_BLOB_LEN || !trep_add_key(t, keys[i].data))
+			return PKS_ERR_TOO_LARGE;
+	return PKS_OK;
+}
+
 static const struct sync_replica_ops trep_ops = {
     .memb_heads = trep_memb_heads,
     .memb_digest = trep_memb_digest,
@@ -360,6 +396,8 @@ static const struct sync_replica_ops trep_ops = {
     .versions_apply = trep_versions_apply,
     .digest = trep_digest,
     .author_summary = trep_author_summary,
+    .keys_export = trep_keys_export,
+    .keys_apply = trep_keys_apply,
 };
 
 #endif

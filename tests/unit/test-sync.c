@@ -1084,6 +1084,74 @@ static void test_engine_unexpected(void)
 	free(m);
 }
 
+static void key_blob(uint8_t b[SYNC_KEY_BLOB_LEN], uint32_t epoch, uint8_t fill)
+{
+	b[0] = (uint8_t)(epoch >> 24);
+	b[1] = (uint8_t)(epoch >> 16);
+	b[2] = (uint8_t)(epoch >> 8);
+	b[3] = (uint8_t)epoch;
+	memset(b + 4, fill, SYNC_KEY_BLOB_LEN - 4);
+}
+
+/* Each side hands the other its epoch keys once, after membership, before STATE. */
+static void test_engine_keys(void)
+{
+	struct net *n = net_new(21);
+	struct sync_msg *m = msg_new(SYNC_MSG_KEYS), *d;
+	uint8_t k1[SYNC_KEY_BLOB_LEN], k2[SYNC_KEY_BLOB_LEN], k3[SYNC_KEY_BLOB_LEN];
+	uint8_t k1_other[SYNC_KEY_BLOB_LEN];
+
+	key_blob(k1, 1, 0x11);
+	key_blob(k1_other, 1, 0x99);
+	key_blob(k2, 2, 0x22);
+	key_blob(k3, 3, 0x33);
+	CHECK(trep_add_key(n->a.rep, k1));
+	CHECK(trep_add_key(n->a.rep, k2));
+	CHECK(trep_add_key(n->b.rep, k1_other));
+	CHECK(trep_add_key(n->b.rep, k3));
+	net_start(n);
+	check_converged(n);
+	CHECK_EQ(n->a.rep->keys_calls, 1);
+	CHECK_EQ(n->b.rep->keys_calls, 1);
+	CHECK_EQ(n->a.rep->n_keys, 3);
+	CHECK_EQ(n->b.rep->n_keys, 3);
+	/* An epoch already held keeps its own key. */
+	CHECK_MEM_EQ(n->b.rep->keys[0], k1_other, SYNC_KEY_BLOB_LEN);
+	CHECK_MEM_EQ(n->a.rep->keys[0], k1, SYNC_KEY_BLOB_LEN);
+	CHECK_MEM_EQ(n->a.rep->keys[2], k3, SYNC_KEY_BLOB_LEN);
+	CHECK_MEM_EQ(n->b.rep->keys[2], k2, SYNC_KEY_BLOB_LEN);
+	/* A second KEYS, after STATE, is refused. */
+	m->n_blobs = 1;
+	m->blobs[0] = (struct sync_blob){k2, sizeof(k2)};
+	m->end = true;
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	net_free(n);
+
+	/* KEYS before the peer's membership end is refused. */
+	n = net_new(22);
+	CHECK_OK(sync_session_start(n->a.s));
+	CHECK_EQ(inject(&n->a, m), PKS_ERR_STATE);
+	net_free(n);
+
+	/* Codec: round trip, a blob of the wrong size, too many blobs. */
+	d = round_trip(m);
+	CHECK_EQ(d->type, SYNC_MSG_KEYS);
+	free(d);
+	m->blobs[0].len = SYNC_KEY_BLOB_LEN - 1;
+	{
+		uint8_t *enc = NULL;
+		size_t enc_len = 0;
+		CHECK_EQ(sync_msg_encode(m, &enc, &enc_len), PKS_ERR_MALFORMED);
+		m->blobs[0].len = SYNC_KEY_BLOB_LEN;
+		m->n_blobs = SYNC_KEYS_MAX + 1;
+		for (size_t i = 0; i < m->n_blobs; i++)
+			m->blobs[i] = (struct sync_blob){k2, sizeof(k2)};
+		CHECK_EQ(sync_msg_encode(m, &enc, &enc_len), PKS_ERR_TOO_LARGE);
+		CHECK(enc == NULL);
+	}
+	free(m);
+}
+
 /* B announces one more version of author 1 than it holds: the digests expose it. */
 static void test_engine_reconcile_lie(void)
 {
@@ -1427,6 +1495,7 @@ CHECK_MAIN({"/sync/codec-round-trip", test_codec_round_trip},
 	   {"/sync/engine-live", test_engine_live},
 	   {"/sync/engine-live-during-transfer", test_engine_live_during_transfer},
 	   {"/sync/engine-membership", test_engine_membership},
+	   {"/sync/engine-keys", test_engine_keys},
 	   {"/sync/engine-unexpected", test_engine_unexpected},
 	   {"/sync/engine-reconcile-lie", test_engine_reconcile_lie},
 	   {"/sync/engine-reconcile-diverged", test_engine_reconcile_diverged},
