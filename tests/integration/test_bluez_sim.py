@@ -11,14 +11,22 @@ usage: test_bluez_sim.py SOURCE_ROOT
 
 import os
 import select
+import shutil
 import socket
 import sys
 import time
 
-import dbus
-import dbus.mainloop.glib
-import dbus.service
-from gi.repository import GLib
+try:
+    import dbus
+    import dbus.mainloop.glib
+    import dbus.service
+    from gi.repository import GLib
+except ImportError as e:  # tools/setup-deps installs python3-dbus and python3-gi
+    print("1..0 # SKIP %s (run with /usr/bin/python3)" % e)
+    sys.exit(77)
+if shutil.which("dbus-daemon") is None:
+    print("1..0 # SKIP dbus-daemon not installed")
+    sys.exit(77)
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, os.path.join(SRC, "tools", "bluez-sim"))
@@ -470,7 +478,8 @@ def run(lab):
              "serialisation alone %.3f s)" % (len(got), size, elapsed, rate, expect))
     seqs = [int.from_bytes(x[:2], "big") for x in got]
     tap.ok(seqs == list(range(count)), "phone: every notification arrives, in order")
-    tap.ok(expect * 0.9 <= elapsed <= expect * 1.5 + 0.3,
+    # The lower bound is the shaping; the upper one leaves room for a loaded box.
+    tap.ok(expect * 0.9 <= elapsed <= expect * 2 + 0.5,
            "phone: time for %d bytes within bounds of 240 kbit/s" % (count * size),
            "%.3f s, expected about %.3f s" % (elapsed, expect))
     # One small round trip shows the 20-60 ms one-way latency.
@@ -480,7 +489,7 @@ def run(lab):
     one_way = time.monotonic() - t0
     drain(wsock)
     tap.diag("phone: one-way latency measured %.1f ms" % (one_way * 1000))
-    tap.ok(0.018 <= one_way <= 0.2, "phone: one-way latency within 20-60 ms (+ scheduling)")
+    tap.ok(0.018 <= one_way <= 0.5, "phone: one-way latency at least 20 ms (20-60 ms + scheduling)")
     lab.ctl("profile", name="perfect")
 
     # ---- notifications dropped when the reader stalls ----------------------

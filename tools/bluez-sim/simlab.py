@@ -43,8 +43,14 @@ def host_addr(k):
 
 class SimLab:
     def __init__(self, n, directory=None, profile="perfect", seed="0", drop_notify=0.0,
-                 disconnect_after_bytes=0, connect_timeout=5.0, verbose=False):
+                 disconnect_after_bytes=0, connect_timeout=5.0, verbose=False,
+                 bus_config=None):
         self.n = n
+        # The buses' configuration: bus.conf unless told otherwise (also by
+        # $BLUEZ_SIM_BUS_CONF, e.g. a system.conf-like policy including
+        # bluetooth.conf, to check that fragment).
+        self.bus_config = bus_config or os.environ.get("BLUEZ_SIM_BUS_CONF") or \
+            os.path.join(HERE, "bus.conf")
         self.own_dir = directory is None
         self.dir = directory or tempfile.mkdtemp(prefix="bluez-sim.")
         self.air_args = ["--profile", profile, "--seed", str(seed),
@@ -106,7 +112,7 @@ class SimLab:
         for k in range(1, self.n + 1):
             hdir = os.path.join(self.dir, "h%d" % k)
             os.makedirs(hdir, exist_ok=True)
-            d = subprocess.Popen(["dbus-daemon", "--config-file=" + os.path.join(HERE, "bus.conf"),
+            d = subprocess.Popen(["dbus-daemon", "--config-file=" + self.bus_config,
                                   "--address=" + self.bus(k), "--nofork", "--print-address"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             self.procs.append(("dbus-daemon h%d" % k, d))
