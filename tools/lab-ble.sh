@@ -1,8 +1,11 @@
 # shellcheck shell=bash
 # Simulated Bluetooth LE for the network-namespace lab (tools/lab sources
-# this file when it exists).  Needs the lab's $LAB/hK/bus to let org.bluez be
-# owned: its bus configuration must include tools/bluez-sim/bluetooth.conf
-# (see that file) or be as open as tools/bluez-sim/bus.conf.
+# this file when it exists).  The lab's buses ($LAB/hK/bus) have system.conf's
+# default-deny policy: org.bluez may be owned only with the policy fragment
+# tools/bluez-sim/bluetooth.conf (what BlueZ's package installs).  When the
+# host's bus.conf ($LAB/hK/bus.conf, written by tools/lab) lacks it,
+# lab_ble_up adds an <include> of it there and asks that dbus-daemon to
+# ReloadConfig.
 #
 #   lab_ble_up K      start the air once ($LAB/air.sock), then host K's
 #                     simulated bluetoothd (adapter AA:BB:CC:DD:EE:0K, hex)
@@ -59,10 +62,26 @@ lab_ble_wait() { # SECONDS TEST...: poll until TEST succeeds (bounded)
 	done
 }
 
+lab_ble_policy() { # DIR K: let org.bluez live on host K's bus
+	local conf=$1/h$2/bus.conf
+	[ -f "$conf" ] || return 0 # not a tools/lab bus: nothing to do
+	grep -qs "bluez-sim/bluetooth.conf" "$conf" && return 0
+	sed -i "s|</busconfig>|  <!-- added by tools/lab-ble.sh -->\n  <include ignore_missing=\"yes\">$LAB_BLE_SIM/bluetooth.conf</include>\n</busconfig>|" "$conf"
+	"$LAB_BLE_PYTHON" -c '
+import sys, dbus
+dbus.bus.BusConnection(sys.argv[1]).call_blocking(
+    "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+    "ReloadConfig", "", ())' "unix:path=$1/h$2/bus"
+}
+
 lab_ble_up() { # K
 	local k=${1:?usage: lab_ble_up K} dir ns
 	dir=$(lab_ble_dir)
 	mkdir -p "$dir/h$k"
+	lab_ble_policy "$dir" "$k" || {
+		echo "lab-ble: could not add the org.bluez policy to h$k's bus" >&2
+		return 1
+	}
 	if ! lab_ble_alive "$dir/air.pid"; then
 		lab_ble_spawn_air "$dir"
 		if ! lab_ble_wait 5 grep -qs "air: listening" "$dir/air.log"; then
