@@ -455,33 +455,36 @@ def run(lab):
     tap.ok([len(x) for x in got] == [244], "a notification is cut to MTU-3 bytes",
            repr([len(x) for x in got]))
 
-    # ---- shaping on "phone" ------------------------------------------------
+    # ---- shaping on "phone" and "good" ---------------------------------------
+    for profile, kbps in (("phone", 240), ("good", 700)):
+        lab.ctl("profile", name=profile)
+        count, size = 100, 244
+        t0 = time.monotonic()
+        sent = 0
+        got = []
+        deadline = t0 + 10
+        while (sent < count or len(got) < count) and time.monotonic() < deadline:
+            while sent < count:
+                try:
+                    nsock.send(sent.to_bytes(2, "big") + b"p" * (size - 2))
+                    sent += 1
+                except BlockingIOError:
+                    break
+            pump(0.005)
+            got.extend(drain(ns))
+        elapsed = time.monotonic() - t0
+        expect = count * size * 8 / (kbps * 1000)
+        rate = len(got) * size * 8 / elapsed / 1000
+        tap.diag("%s: %d x %d bytes in %.3f s (%.0f kbit/s; profile %d kbit/s, "
+                 "serialisation alone %.3f s)" % (profile, len(got), size, elapsed, rate,
+                                                  kbps, expect))
+        seqs = [int.from_bytes(x[:2], "big") for x in got]
+        tap.ok(seqs == list(range(count)), "%s: every notification arrives, in order" % profile)
+        # The lower bound is the shaping; the upper one leaves room for a loaded box.
+        tap.ok(expect * 0.9 <= elapsed <= expect * 2 + 0.5,
+               "%s: time for %d bytes within bounds of %d kbit/s" % (profile, count * size, kbps),
+               "%.3f s, expected about %.3f s" % (elapsed, expect))
     lab.ctl("profile", name="phone")
-    count, size = 100, 244
-    t0 = time.monotonic()
-    sent = 0
-    got = []
-    deadline = t0 + 10
-    while (sent < count or len(got) < count) and time.monotonic() < deadline:
-        while sent < count:
-            try:
-                nsock.send(sent.to_bytes(2, "big") + b"p" * (size - 2))
-                sent += 1
-            except BlockingIOError:
-                break
-        pump(0.005)
-        got.extend(drain(ns))
-    elapsed = time.monotonic() - t0
-    expect = count * size * 8 / 240_000
-    rate = len(got) * size * 8 / elapsed / 1000
-    tap.diag("phone: %d x %d bytes in %.3f s (%.0f kbit/s; profile 240 kbit/s, "
-             "serialisation alone %.3f s)" % (len(got), size, elapsed, rate, expect))
-    seqs = [int.from_bytes(x[:2], "big") for x in got]
-    tap.ok(seqs == list(range(count)), "phone: every notification arrives, in order")
-    # The lower bound is the shaping; the upper one leaves room for a loaded box.
-    tap.ok(expect * 0.9 <= elapsed <= expect * 2 + 0.5,
-           "phone: time for %d bytes within bounds of 240 kbit/s" % (count * size),
-           "%.3f s, expected about %.3f s" % (elapsed, expect))
     # One small round trip shows the 20-60 ms one-way latency.
     t0 = time.monotonic()
     ws.send(b"ping")
@@ -588,6 +591,16 @@ def run(lab):
         tap.ok(w is not None, "back in range: Connect works again")
         for s in (ws2, ws3, ns2, ns3):
             s.close()
+
+        # ---- the link drops after N bytes -----------------------------------
+        ws2, _ = acquire(b2, w, "AcquireWrite")
+        lab.ctl("disconnect-after-bytes", n=1000)
+        for i in range(5):
+            ws2.send(b"d" * 244)
+        tap.ok(wait_hup(ws2, 3.0), "disconnect-after-bytes 1000: HUP after about 1000 bytes")
+        lab.ctl("disconnect-after-bytes", n=0)
+        ws2.close()
+        w, n = connect(b2)
 
         # ---- the peer's bluetoothd exits -----------------------------------
         ws2, _ = acquire(b2, w, "AcquireWrite")

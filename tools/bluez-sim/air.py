@@ -399,7 +399,15 @@ class Air:
                     except ValueError:
                         self.log("bad message")
                         continue
-                    self.handle(host, msg)
+                    try:
+                        self.handle(host, msg)
+                    except (KeyError, TypeError, ValueError, AttributeError) as e:
+                        # A malformed message must not take the radio down.
+                        self.log("bad %s message: %r" % (msg.get("t") if isinstance(
+                            msg, dict) else "?", e))
+                        if isinstance(msg, dict) and msg.get("t") == "ctl":
+                            self.send(host, {"t": "ctl_reply", "ok": False,
+                                             "error": "bad arguments"})
                     if host.conn is None:
                         return
         if mask & selectors.EVENT_WRITE and host.wbuf:

@@ -873,8 +873,11 @@ class Adapter(PropObject):
             a = Advertisement(sender, str(path), adv, "%s%s" % (sender, path))
             self.adverts[key] = a
             if adv["timeout"]:
-                a.timeout_id = GLib.timeout_add_seconds(
-                    adv["timeout"], lambda: self.remove_advert(key, release=True) and False)
+                def expired():
+                    a.timeout_id = None  # this source ends by returning False
+                    self.remove_advert(key, release=True)
+                    return False
+                a.timeout_id = GLib.timeout_add_seconds(adv["timeout"], expired)
             self.update_instances()
             self.sim.publish_adverts()
             log("advertisement %s registered (%d bytes)" % (path, length))
