@@ -37,6 +37,7 @@ dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
 SVC = "7e0c0000-8f1d-4c59-a0e0-8d6c1f0a5b01"
 CHR_W = "7e0c0001-8f1d-4c59-a0e0-8d6c1f0a5b01"
 CHR_N = "7e0c0002-8f1d-4c59-a0e0-8d6c1f0a5b01"
+CHR_V = "7e0c0003-8f1d-4c59-a0e0-8d6c1f0a5b01"
 SD16 = "0000fd50-0000-1000-8000-00805f9b34fb"
 SD16B = "0000fd51-0000-1000-8000-00805f9b34fb"
 PROPS = "org.freedesktop.DBus.Properties"
@@ -195,6 +196,18 @@ class Characteristic(dbus.service.Object):
     @dbus.service.method("org.bluez.GattCharacteristic1", in_signature="aya{sv}")
     def WriteValue(self, value, options):
         self.writes.append((bytes(value), dict(options)))
+
+    @dbus.service.method("org.bluez.GattCharacteristic1")
+    def StartNotify(self):
+        self.notifying = True
+
+    @dbus.service.method("org.bluez.GattCharacteristic1")
+    def StopNotify(self):
+        self.notifying = False
+
+    @dbus.service.signal(PROPS, signature="sa{sv}as")
+    def PropertiesChanged(self, iface, changed, invalidated):
+        pass
 
 
 class Application(dbus.service.Object):
@@ -378,6 +391,7 @@ def run(lab):
     # ---- GATT application on host 1 ------------------------------------------
     wchr = Characteristic(b1, "/pks/app/service0/char0", None)
     nchr = Characteristic(b1, "/pks/app/service0/char1", None)
+    vchr = Characteristic(b1, "/pks/app/service0/char2", None)
     app = Application(b1, "/pks/app", {
         dbus.ObjectPath("/pks/app/service0"): {"org.bluez.GattService1": {
             "UUID": dbus.String(SVC), "Primary": dbus.Boolean(True)}},
@@ -391,6 +405,10 @@ def run(lab):
             "Service": dbus.ObjectPath("/pks/app/service0"),
             "Flags": dbus.Array(["notify"], signature="s"),
             "NotifyAcquired": dbus.Boolean(False)}},
+        dbus.ObjectPath("/pks/app/service0/char2"): {"org.bluez.GattCharacteristic1": {
+            "UUID": dbus.String(CHR_V),
+            "Service": dbus.ObjectPath("/pks/app/service0"),
+            "Flags": dbus.Array(["write", "notify"], signature="s")}},
     })
     empty = Application(b1, "/pks/empty", dbus.Dictionary({}, signature="oa{sa{sv}}"))
     tap.ok(call_err(b1, "/org/bluez/hci0", "org.bluez.GattManager1", "RegisterApplication",
@@ -440,6 +458,27 @@ def run(lab):
     got = drain(ns)
     tap.ok(got == [b"world"], "a notification written by the app arrives at the central",
            repr(got))
+
+    # Without WriteAcquired/NotifyAcquired: WriteValue names the device,
+    # StartNotify plus the app's Value changes make notifications.
+    v = find_char(b2, CHR_V, dev_path(1))
+    e = call_err(b2, v, "org.bluez.GattCharacteristic1", "WriteValue", "aya{sv}",
+                 (dbus.Array(b"who", signature="y"), {"type": dbus.String("request")}))
+    wv = vchr.writes[-1] if vchr.writes else (b"", {})
+    tap.ok(e is None and wv[0] == b"who" and str(wv[1].get("device")) == dev_path(2),
+           "WriteValue reaches the app with the writer's device in its options", repr((e, wv)))
+    vals = []
+    b2.add_signal_receiver(lambda i, c, inv: vals.append(bytes(c["Value"])) if "Value" in c
+                           else None, "PropertiesChanged", PROPS, "org.bluez", v)
+    call(b2, v, "org.bluez.GattCharacteristic1", "StartNotify")
+    run_until(lambda: getattr(vchr, "notifying", False), 2.0)
+    vchr.PropertiesChanged("org.bluez.GattCharacteristic1",
+                           {"Value": dbus.Array(b"val", signature="y")}, [])
+    run_until(lambda: vals, 2.0)
+    tap.ok(getattr(vchr, "notifying", False) and vals == [b"val"],
+           "StartNotify: the app's Value change arrives as PropertiesChanged(Value)",
+           repr(vals))
+    call(b2, v, "org.bluez.GattCharacteristic1", "StopNotify")
 
     # MTU-3 is the limit for one datagram; a longer write is dropped by BlueZ.
     ws.send(b"A" * 244)

@@ -1277,6 +1277,11 @@ class Sim:
             return
         if op == "write_cmd":
             self.local_write_cmd(c, link, bytes.fromhex(msg["data"]))
+        elif op == "write_req" and c.write_acquired:
+            # BlueZ sends any write of a WriteAcquired characteristic down
+            # the acquired fd and answers success at once.
+            self.local_write_cmd(c, link, bytes.fromhex(msg["data"]))
+            self.att(link, {"op": "rsp", "id": msg["id"]})
         elif op == "write_req":
             self.call_app(c, "WriteValue", "aya{sv}",
                           (dbus.Array(bytes.fromhex(msg["data"]), signature="y"),
@@ -1367,19 +1372,27 @@ class Sim:
                     self.resume_local_notify(c)
 
                 def failed(e):
+                    # Like BlueZ: fall back to StartNotify and Value changes.
                     c.notify_acquiring = False
-                    log("AcquireNotify failed:", e.get_dbus_name())
+                    c.notify_acquired = False
+                    log("AcquireNotify failed (%s); using StartNotify" % e.get_dbus_name())
+                    if c.subscribers:
+                        self.start_app_notify(c)
 
                 self.call_app(c, "AcquireNotify", "a{sv}", (self.options_for(link),),
                               got, failed)
             return
         if first:
-            if c.signal_match is None:
-                c.signal_match = self.bus.add_signal_receiver(
-                    lambda iface, changed, inval: self.local_value_changed(c, iface, changed),
-                    signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE,
-                    bus_name=c.app.owner, path=c.path)
-            self.call_app(c, "StartNotify", "", (), lambda *r: None, lambda e: None)
+            self.start_app_notify(c)
+
+    def start_app_notify(self, c):
+        """Notifications through StartNotify and the app's Value changes."""
+        if c.signal_match is None:
+            c.signal_match = self.bus.add_signal_receiver(
+                lambda iface, changed, inval: self.local_value_changed(c, iface, changed),
+                signal_name="PropertiesChanged", dbus_interface=PROPS_IFACE,
+                bus_name=c.app.owner, path=c.path)
+        self.call_app(c, "StartNotify", "", (), lambda *r: None, lambda e: None)
 
     def local_value_changed(self, c, iface, changed):
         if iface == CHRC_IFACE and "Value" in changed and c.subscribers:
