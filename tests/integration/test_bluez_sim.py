@@ -317,6 +317,12 @@ def run(lab):
                     "RegisterAdvertisement", "oa{sv}", ("/pks/adv2", {}))
            == "org.bluez.Error.Failed",
            "128-bit UUID list leaves no room for 128-bit service data")
+    # The same 16-bit UUID written in its 128-bit form counts 16 bytes, as
+    # in lib/uuid.c: 3 + 18 + (2+16+1) = 40.
+    Advertisement(b1, "/pks/adv4", adv_props(1, uuids=[SD16], sd_uuid=SD16))
+    tap.ok(call_err(b1, "/org/bluez/hci0", "org.bluez.LEAdvertisingManager1",
+                    "RegisterAdvertisement", "oa{sv}", ("/pks/adv4", {}))
+           == "org.bluez.Error.Failed", "a UUID counts by its written form (128-bit text)")
     tap.ok(call_err(b1, "/org/bluez/hci0", "org.bluez.LEAdvertisingManager1",
                     "RegisterAdvertisement", "oa{sv}", ("/pks/adv0", {}))
            == "org.bluez.Error.AlreadyExists", "registering the same object twice: AlreadyExists")

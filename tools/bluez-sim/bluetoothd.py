@@ -95,11 +95,13 @@ def uuid128(s):
 
 
 def uuid_size(s):
-    """Bytes the UUID takes in an advertisement: 2, 4 or 16 (base UUIDs shrink)."""
-    u = uuid128(s)
-    if u.endswith(BASE_UUID_TAIL):
-        return 2 if u.startswith("0000") else 4
-    return 16
+    """Bytes the UUID takes in an advertisement, by the form it was written
+    in, as lib/uuid.c's bt_string_to_uuid() reads it: 4 hex digits (or 0x +
+    4) are 16-bit, 8 (or 0x + 8) 32-bit, the 36-character form 128-bit even
+    on the Bluetooth base UUID."""
+    uuid128(s)  # validates
+    n = len(str(s))
+    return 2 if n in (4, 6) else 4 if n in (8, 10) else 16
 
 
 # ---------------------------------------------------------------------------
