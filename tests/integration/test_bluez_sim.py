@@ -296,6 +296,11 @@ def run(lab):
            "Adapter1.Address is the host's address")
     tap.ok(call_err(b2, "/org/bluez/hci0", "org.bluez.Adapter1", "StopDiscovery")
            == "org.bluez.Error.Failed", "StopDiscovery without a session: Error.Failed")
+    tap.ok(call_err(b2, "/org/bluez/hci0", "org.bluez.Adapter1", "StartDiscovery", "s",
+                    ("x",)) == "org.freedesktop.DBus.Error.UnknownMethod" and
+           call_err(b2, "/org/bluez/hci0", "org.bluez.Adapter1", "Frobnicate")
+           == "org.freedesktop.DBus.Error.UnknownMethod",
+           "wrong signature or unknown method: UnknownMethod, as gdbus answers")
     tap.ok(call_err(b2, "/org/bluez/hci0", "org.bluez.Adapter1", "SetDiscoveryFilter",
                     "a{sv}", ({"Bogus": dbus.Boolean(True)},))
            == "org.bluez.Error.InvalidArguments", "unknown discovery filter key: InvalidArguments")

@@ -108,7 +108,33 @@ def uuid_size(s):
 # Objects with properties
 
 
-class PropObject(dbus.service.Object):
+class StrictObject(dbus.service.Object):
+    """Answers a call whose argument signature does not match the method's
+    with org.freedesktop.DBus.Error.UnknownMethod, as gdbus (BlueZ's D-Bus
+    helper) leaves such calls unhandled; dbus-python would call the method
+    anyway and fail with a Python error."""
+
+    def _message_cb(self, connection, message):
+        if isinstance(message, dbus.lowlevel.MethodCallMessage):
+            try:
+                _, parent = dbus.service._method_lookup(self, message.get_member(),
+                                                        message.get_interface())
+            except Exception:
+                parent = None  # unknown method: dbus-python says UnknownMethod
+            if parent is not None:
+                want = parent._dbus_in_signature or ""
+                got = message.get_signature() or ""
+                if want != got:
+                    connection.send_message(dbus.lowlevel.ErrorMessage(
+                        message, "org.freedesktop.DBus.Error.UnknownMethod",
+                        "Method \"%s\" with signature \"%s\" on interface \"%s\" "
+                        "doesn't exist" % (message.get_member(), got,
+                                            message.get_interface())))
+                    return
+        return dbus.service.Object._message_cb(self, connection, message)
+
+
+class PropObject(StrictObject):
     """An exported object holding its properties per interface.
 
     Subclasses declare their methods; properties live in self.props and are
@@ -120,7 +146,7 @@ class PropObject(dbus.service.Object):
         self.path = path
         self.props = {}
         self.writable = set()
-        dbus.service.Object.__init__(self, sim.bus, path)
+        StrictObject.__init__(self, sim.bus, path)
 
     def managed(self):
         ifaces = {"org.freedesktop.DBus.Introspectable": {}, PROPS_IFACE: {}}
@@ -174,12 +200,12 @@ class PropObject(dbus.service.Object):
         pass
 
 
-class Root(dbus.service.Object):
+class Root(StrictObject):
     """ObjectManager at "/" (where BlueZ has it)."""
 
     def __init__(self, sim):
         self.sim = sim
-        dbus.service.Object.__init__(self, sim.bus, "/")
+        StrictObject.__init__(self, sim.bus, "/")
 
     @dbus.service.method(OM_IFACE, out_signature="a{oa{sa{sv}}}")
     def GetManagedObjects(self):
