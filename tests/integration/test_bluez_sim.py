@@ -38,6 +38,8 @@ SVC = "7e0c0000-8f1d-4c59-a0e0-8d6c1f0a5b01"
 CHR_W = "7e0c0001-8f1d-4c59-a0e0-8d6c1f0a5b01"
 CHR_N = "7e0c0002-8f1d-4c59-a0e0-8d6c1f0a5b01"
 CHR_V = "7e0c0003-8f1d-4c59-a0e0-8d6c1f0a5b01"
+SVC2 = "7e0c0100-8f1d-4c59-a0e0-8d6c1f0a5b01"
+CHR_X = "7e0c0101-8f1d-4c59-a0e0-8d6c1f0a5b01"
 SD16 = "0000fd50-0000-1000-8000-00805f9b34fb"
 SD16B = "0000fd51-0000-1000-8000-00805f9b34fb"
 PROPS = "org.freedesktop.DBus.Properties"
@@ -490,6 +492,27 @@ def run(lab):
            "StartNotify: the app's Value change arrives as PropertiesChanged(Value)",
            repr(vals))
     call(b2, v, "org.bluez.GattCharacteristic1", "StopNotify")
+
+    # Service Changed: a second application appears at the central and goes
+    # again; the acquired fds of the first stay up.
+    Application(b1, "/pks/app2", {
+        dbus.ObjectPath("/pks/app2/s"): {"org.bluez.GattService1": {
+            "UUID": dbus.String(SVC2), "Primary": dbus.Boolean(True)}},
+        dbus.ObjectPath("/pks/app2/s/c"): {"org.bluez.GattCharacteristic1": {
+            "UUID": dbus.String(CHR_X), "Service": dbus.ObjectPath("/pks/app2/s"),
+            "Flags": dbus.Array(["read"], signature="s")}}})
+    call(b1, "/org/bluez/hci0", "org.bluez.GattManager1", "RegisterApplication", "oa{sv}",
+         ("/pks/app2", {}))
+    appeared = run_until(lambda: find_char(b2, CHR_X, dev_path(1)), 3.0)
+    call(b1, "/org/bluez/hci0", "org.bluez.GattManager1", "UnregisterApplication", "o",
+         ("/pks/app2",))
+    gone = run_until(lambda: not find_char(b2, CHR_X, dev_path(1)), 3.0)
+    ws.send(b"still")
+    got = []
+    run_until(lambda: got.extend(drain(wsock)) or got, 3.0)
+    tap.ok(appeared and gone and got == [b"still"],
+           "Service Changed: another application's service appears and goes, fds stay up",
+           repr((appeared, gone, got)))
 
     # MTU-3 is the limit for one datagram; a longer write is dropped by BlueZ.
     ws.send(b"A" * 244)

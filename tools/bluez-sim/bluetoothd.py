@@ -62,7 +62,9 @@ TEMPORARY_TIMEOUT = 30
 
 
 def log(*a):
-    print("bluetoothd[%s]:" % ARGS.address, *a, file=sys.stderr, flush=True)
+    # One write per line, so several daemons sharing a stderr do not interleave.
+    sys.stderr.write("bluetoothd[%s]: %s\n" % (ARGS.address, " ".join(str(x) for x in a)))
+    sys.stderr.flush()
 
 
 def err(name, message):
@@ -1258,6 +1260,9 @@ class Sim:
                            "chars": [{"uuid": c.uuid, "handle": c.handle, "flags": c.flags}
                                      for c in chars]})
         self.air_send({"t": "db", "db": db})
+        # Service Changed: connected peers discover the database again.
+        for link in list(self.links.values()):
+            self.att(link, {"op": "db", "db": db})
 
     def remove_app(self, app):
         for c in app.chars:
@@ -1286,6 +1291,11 @@ class Sim:
 
     def on_att(self, link, msg):
         op = msg["op"]
+        if op == "db":
+            dev = self.devices.get(link.peer)
+            if dev is not None and dev.link is link:
+                self.remote_db(link, dev, msg["db"])
+            return
         if op == "notify":
             dev = self.device(link.peer)
             for obj in list(self.objects.values()):
@@ -1493,12 +1503,44 @@ class Sim:
         dev.link = link
         dev.connecting = False
         dev.set_prop(DEVICE_IFACE, "Connected", dbus.Boolean(True))
-        # The peer's GATT database, as BlueZ's gatt-client exports it.
-        for svc in msg.get("db", []):
-            sobj = RemoteService(self, dev, svc)
-            self.add_object(sobj)
-            link.remote_objects.append(sobj)
+        self.remote_db(link, dev, msg.get("db", []))
+        dev.set_prop(DEVICE_IFACE, "ServicesResolved", dbus.Boolean(True))
+        self.resolve_connect(dev)
+
+    def remote_db(self, link, dev, db):
+        """Export the peer's GATT database as BlueZ's gatt-client does.  On a
+        Service Changed, objects whose handle and UUID stay are kept; the
+        others go (their fds get HUP) and new ones appear."""
+        want = {}
+        for svc in db:
+            want["%s/service%04x" % (dev.path, svc["handle"])] = svc["uuid"]
             for ch in svc["chars"]:
+                cpath = "%s/service%04x/char%04x" % (dev.path, svc["handle"], ch["handle"])
+                want[cpath] = (ch["uuid"], tuple(ch["flags"]))
+        keep = []
+        for obj in reversed(link.remote_objects):
+            key = obj.path if not isinstance(obj, RemoteDesc) else obj.path.rsplit("/", 1)[0]
+            have = obj.props.get(SERVICE_IFACE, {}).get("UUID") if isinstance(
+                obj, RemoteService) else (obj.uuid, tuple(obj.flags)) if isinstance(
+                obj, RemoteChar) else None
+            if key in want and (have is None or want[key] == have):
+                keep.append(obj)
+                continue
+            if isinstance(obj, RemoteChar):
+                obj.teardown()
+                obj.link = None
+            self.remove_object(obj)
+        link.remote_objects = list(reversed(keep))
+        for svc in db:
+            spath = "%s/service%04x" % (dev.path, svc["handle"])
+            sobj = self.objects.get(spath)
+            if sobj is None:
+                sobj = RemoteService(self, dev, svc)
+                self.add_object(sobj)
+                link.remote_objects.append(sobj)
+            for ch in svc["chars"]:
+                if "%s/char%04x" % (spath, ch["handle"]) in self.objects:
+                    continue
                 cobj = RemoteChar(self, dev, sobj, ch)
                 self.add_object(cobj)
                 link.remote_objects.append(cobj)
@@ -1506,8 +1548,6 @@ class Sim:
                     dobj = RemoteDesc(self, cobj, ch["handle"] + 2, CCC_UUID)
                     self.add_object(dobj)
                     link.remote_objects.append(dobj)
-        dev.set_prop(DEVICE_IFACE, "ServicesResolved", dbus.Boolean(True))
-        self.resolve_connect(dev)
 
     def resolve_connect(self, dev):
         calls, dev.connect_calls = dev.connect_calls, []
