@@ -14,7 +14,7 @@
 #   lab_ble_ctl ARGS  a control command for the air (air.py ctl): profile P,
 #                     drop-notify P, disconnect-after-bytes N,
 #                     disconnect [ADDR [ADDR]], out-of-range ADDR,
-#                     in-range ADDR, status
+#                     in-range ADDR, adapter-off ADDR, adapter-on ADDR, status
 #
 # Settings: LAB_BLE_PROFILE (phone), LAB_BLE_SEED (0), LAB_BLE_DROP_NOTIFY (0).
 # The namespace of host K is $(lab_ns K) when tools/lab defines lab_ns,

@@ -665,6 +665,23 @@ def run(lab):
         for s in (ws2, ws3, ns2, ns3):
             s.close()
 
+        # ---- the controller is unplugged and comes back -----------------------
+        gone3, back3 = [], []
+        b3.add_signal_receiver(lambda p, i: gone3.append(str(p)), "InterfacesRemoved",
+                               "org.freedesktop.DBus.ObjectManager", "org.bluez", "/")
+        b3.add_signal_receiver(lambda p, i: back3.append(str(p)), "InterfacesAdded",
+                               "org.freedesktop.DBus.ObjectManager", "org.bluez", "/")
+        lab.ctl("adapter", addr=lab.addr(3), present=False)
+        run_until(lambda: "/org/bluez/hci0" in gone3, 2.0)
+        tap.ok("/org/bluez/hci0" in gone3 and dev_path(1) in gone3 and
+               "/org/bluez/hci0" not in managed(b3),
+               "adapter unplugged: InterfacesRemoved for hci0 and its devices")
+        lab.ctl("adapter", addr=lab.addr(3), present=True)
+        run_until(lambda: "/org/bluez/hci0" in back3, 2.0)
+        tap.ok("/org/bluez/hci0" in managed(b3) and not prop(
+            b3, "/org/bluez/hci0", "org.bluez.Adapter1", "Discovering"),
+            "adapter back: InterfacesAdded for hci0, no discovery running")
+
         # ---- the link drops after N bytes -----------------------------------
         ws2, _ = acquire(b2, w, "AcquireWrite")
         lab.ctl("disconnect-after-bytes", n=1000)

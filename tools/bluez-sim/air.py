@@ -25,6 +25,8 @@ Control (any client, no hello; also `air.py ctl PATH ...`):
   {"t":"ctl","cmd":"disconnect-after-bytes","n":N}  (0 = never)
   {"t":"ctl","cmd":"disconnect","a":ADDR,"b":ADDR?}  force link drops
   {"t":"ctl","cmd":"range","addr":ADDR,"in":bool}    out of / back in range
+  {"t":"ctl","cmd":"adapter","addr":ADDR,"present":bool}  unplug / replug the
+                                         host's controller (hci0 leaves the bus)
   {"t":"ctl","cmd":"status"}
 each answered by {"t":"ctl_reply","ok":bool,...}.
 
@@ -303,6 +305,11 @@ class Air:
             if h is None:
                 return {"ok": False, "error": "unknown host"}
             self.set_range(h, bool(cmd.get("in")))
+        elif c == "adapter":
+            h = self.hosts.get(cmd.get("addr"))
+            if h is None:
+                return {"ok": False, "error": "unknown host"}
+            self.send(h, {"t": "adapter", "present": bool(cmd.get("present"))})
         elif c == "status":
             pass
         else:
@@ -462,7 +469,8 @@ def ctl_main(argv):
     p = argparse.ArgumentParser(prog="air.py ctl")
     p.add_argument("path")
     p.add_argument("cmd", choices=["profile", "drop-notify", "disconnect-after-bytes",
-                                   "disconnect", "out-of-range", "in-range", "status"])
+                                   "disconnect", "out-of-range", "in-range", "adapter-off",
+                                   "adapter-on", "status"])
     p.add_argument("args", nargs="*")
     a = p.parse_args(argv)
     msg = {"t": "ctl", "cmd": a.cmd}
@@ -478,6 +486,9 @@ def ctl_main(argv):
                 msg["a"] = a.args[0].upper()
             if len(a.args) > 1:
                 msg["b"] = a.args[1].upper()
+        elif a.cmd in ("adapter-off", "adapter-on"):
+            msg = {"t": "ctl", "cmd": "adapter", "addr": a.args[0].upper(),
+                   "present": a.cmd == "adapter-on"}
         elif a.cmd in ("out-of-range", "in-range"):
             msg = {"t": "ctl", "cmd": "range", "addr": a.args[0].upper(),
                    "in": a.cmd == "in-range"}

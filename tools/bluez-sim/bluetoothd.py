@@ -1004,6 +1004,7 @@ class Sim:
         self.add_object(self.bluez)
         self.adapter = Adapter(self)
         self.add_object(self.adapter)
+        self.present = True
         self.air = None
         self.rbuf = b""
 
@@ -1067,6 +1068,15 @@ class Sim:
 
     def on_air_msg(self, msg):
         t = msg["t"]
+        if t == "adapter":
+            self.set_adapter_present(bool(msg["present"]))
+            return
+        if not self.present:
+            # No adapter: nothing is heard; a connection still being set up
+            # when it went is dropped.
+            if t == "connected":
+                self.air_send({"t": "disconnect", "link": msg["link"]})
+            return
         if t == "seen":
             self.on_seen(msg)
         elif t == "att":
@@ -1110,6 +1120,41 @@ class Sim:
         msg["id"] = rid
         link.pending[rid] = (done, fail)
         self.att(link, msg)
+
+    def set_adapter_present(self, present):
+        """The controller goes away (unplugged) or comes back: hci0 and every
+        device object under it leave the bus; registrations are forgotten,
+        as when BlueZ loses an adapter."""
+        if present == self.present:
+            return
+        if present:
+            self.adapter = Adapter(self)
+            self.add_object(self.adapter)
+            self.present = True
+            log("adapter back")
+            return
+        ad = self.adapter
+        for lid in list(self.links):
+            self.air_send({"t": "disconnect", "link": lid})
+            self.link_down(lid, "adapter removed")
+        for dev in list(self.devices.values()):
+            for _, f in dev.connect_calls:
+                f(err("Failed", "Adapter removed"))
+            self.remove_device(dev)
+        for key in list(ad.adverts):
+            ad.remove_advert(key, release=False)
+        for app in ad.apps.values():
+            self.remove_app(app)
+        ad.apps.clear()
+        for sender in list(ad.sessions):
+            ad.end_session(sender)
+        for w in ad.watches.values():
+            w.cancel()
+        ad.watches.clear()
+        self.publish_db()
+        self.present = False
+        self.remove_object(ad)
+        log("adapter removed")
 
     # -- scanning ------------------------------------------------------
     def matches(self, f, addr, name, adv, rssi):
