@@ -275,7 +275,7 @@ def main():
         return tap.done()
     try:
         run(lab)
-    except Exception as e:
+    except Exception:
         import traceback
         tap.ok(False, "no unexpected exception", traceback.format_exc())
     finally:

@@ -18,7 +18,6 @@ Errors use BlueZ's names and messages (src/error.c) where a case exists.
 """
 
 import argparse
-import errno
 import itertools
 import json
 import os
