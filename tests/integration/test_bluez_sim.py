@@ -29,6 +29,7 @@ if shutil.which("dbus-daemon") is None:
     sys.exit(77)
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(SRC, "tools", "bluez-sim"))
 from simlab import SimLab  # noqa: E402
 
