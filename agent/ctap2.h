@@ -21,13 +21,23 @@
  * returned (that only happens when memory ran out). Error responses are
  * always just the status byte.
  *
+ * getInfo announces versions FIDO_2_0 and FIDO_2_1, the AAGUID, options
+ * {rk: true, up: true, uv: uv_configured, plat: false}, maxMsgSize
+ * CTAP2_MSG_MAX, maxCredentialCountInList CTAP2_LIST_MAX,
+ * maxCredentialIdLength CTAP2_CRED_ID_MAX, transports ["usb"] and the
+ * algorithms ES256 and EdDSA; no extensions, no PIN/UV auth protocol.
+ *
  * Decisions: authenticatorReset is refused with CTAP2_ERR_NOT_ALLOWED without
  * asking anybody: the vault is synced to the person's other devices and a
  * browser must never wipe it. clientPIN (0x06) and every other command are
  * CTAP1_ERR_INVALID_COMMAND. Every credential made is discoverable (rk=false
  * is accepted and ignored). Requests are not required to be canonical, but
  * indefinite lengths, duplicate keys and trailing bytes are
- * CTAP2_ERR_INVALID_CBOR.
+ * CTAP2_ERR_INVALID_CBOR. A getAssertion whose allowList matches nothing,
+ * or an rp without credentials, is CTAP2_ERR_NO_CREDENTIALS at once,
+ * without asking the person. pinUvAuthParam is refused
+ * (CTAP2_ERR_MISSING_PARAMETER without a protocol, else
+ * CTAP1_ERR_INVALID_PARAMETER), as is enterpriseAttestation.
  */
 #ifndef PKS_CTAP2_H
 #define PKS_CTAP2_H

@@ -1961,6 +1961,146 @@ static void test_backend_errors(void)
 	fx_done(&fx);
 }
 
+/* What browsers send that this layer ignores, and the rarer refusals. */
+static void test_ignored_and_rare(void)
+{
+	struct fixture fx;
+	struct ctap2_pending p;
+	struct pks_buf b;
+	uint8_t *resp = NULL;
+	size_t len = 0;
+
+	fx_init(&fx, false);
+	/* Unknown members everywhere (icon, transports, extra keys), 4-byte
+	   characters, a tagged unknown value: accepted. */
+	pks_buf_init(&b, 0);
+	CHECK_OK(pks_buf_u8(&b, CTAP2_CMD_MAKE_CREDENTIAL));
+	e_map(&b, 7);
+	e_uint(&b, 1);
+	e_bytes(&b, cdh_a, 32);
+	e_uint(&b, 2);
+	e_map(&b, 2);
+	e_text(&b, "id");
+	e_text(&b, "example.com");
+	e_text(&b, "icon");
+	e_text(&b, "https://example.com/i.png");
+	e_uint(&b, 3);
+	e_map(&b, 3);
+	e_text(&b, "id");
+	e_bytes(&b, uid_alice, sizeof(uid_alice));
+	e_text(&b, "icon");
+	e_map(&b, 0);
+	e_text(&b, "displayName");
+	e_text(&b, "Alice \xf0\x9f\x94\x91");
+	e_uint(&b, 4);
+	e_array(&b, 1);
+	e_map(&b, 3);
+	e_text(&b, "alg");
+	e_int(&b, -8);
+	e_text(&b, "type");
+	e_text(&b, "public-key");
+	e_text(&b, "extra");
+	e_array(&b, 1);
+	e_bool(&b, true);
+	e_uint(&b, 5);
+	e_array(&b, 1);
+	e_map(&b, 3);
+	e_text(&b, "id");
+	e_bytes(&b, cdh_a, 16);
+	e_text(&b, "type");
+	e_text(&b, "public-key");
+	e_text(&b, "transports");
+	e_array(&b, 2);
+	e_text(&b, "usb");
+	e_text(&b, "nfc");
+	e_uint(&b, 7);
+	e_map(&b, 2);
+	e_text(&b, "rk");
+	e_bool(&b, true);
+	e_text(&b, "future");
+	e_bool(&b, true);
+	e_uint(&b, 31);
+	CHECK_OK(pks_buf_u8(&b, 0xc1)); /* tag 1 */
+	e_uint(&b, 1700000000);
+	CHECK_EQ(run_begin(&fx, &b, &p), CTAP2_OK);
+	CHECK_STR_EQ(p.user, "Alice \xf0\x9f\x94\x91");
+	CHECK_EQ(run_finish(&fx, CTAP2_OUTCOME_PRESENT, &resp, &len), CTAP2_OK);
+	free(resp);
+	resp = NULL;
+	CHECK_EQ(fx.tb->n, 1);
+	CHECK_EQ(fx.tb->e[0].cred.alg, -8);
+	pks_buf_free(&b);
+	/* enterpriseAttestation is not offered. */
+	pks_buf_init(&b, 0);
+	CHECK_OK(pks_buf_u8(&b, CTAP2_CMD_MAKE_CREDENTIAL));
+	e_map(&b, 5);
+	e_uint(&b, 1);
+	e_bytes(&b, cdh_a, 32);
+	e_uint(&b, 2);
+	e_map(&b, 1);
+	e_text(&b, "id");
+	e_text(&b, "example.com");
+	e_uint(&b, 3);
+	e_map(&b, 1);
+	e_text(&b, "id");
+	e_bytes(&b, uid_alice, sizeof(uid_alice));
+	e_uint(&b, 4);
+	e_array(&b, 1);
+	e_map(&b, 2);
+	e_text(&b, "alg");
+	e_int(&b, -7);
+	e_text(&b, "type");
+	e_text(&b, "public-key");
+	e_uint(&b, 10);
+	e_uint(&b, 1);
+	expect_begin(&fx, &b, CTAP1_ERR_INVALID_PARAMETER);
+	pks_buf_free(&b);
+	/* getAssertion: pinUvAuthParam without protocol, empty rp id. */
+	pks_buf_init(&b, 0);
+	CHECK_OK(pks_buf_u8(&b, CTAP2_CMD_GET_ASSERTION));
+	e_map(&b, 3);
+	e_uint(&b, 1);
+	e_text(&b, "example.com");
+	e_uint(&b, 2);
+	e_bytes(&b, cdh_a, 32);
+	e_uint(&b, 6);
+	e_bytes(&b, NULL, 0);
+	expect_begin(&fx, &b, CTAP2_ERR_MISSING_PARAMETER);
+	pks_buf_free(&b);
+	pks_buf_init(&b, 0);
+	CHECK_OK(pks_buf_u8(&b, CTAP2_CMD_GET_ASSERTION));
+	e_map(&b, 4);
+	e_uint(&b, 1);
+	e_text(&b, "example.com");
+	e_uint(&b, 2);
+	e_bytes(&b, cdh_a, 32);
+	e_uint(&b, 6);
+	e_bytes(&b, cdh_a, 16);
+	e_uint(&b, 7);
+	e_uint(&b, 2);
+	expect_begin(&fx, &b, CTAP1_ERR_INVALID_PARAMETER);
+	pks_buf_free(&b);
+	pks_buf_init(&b, 0);
+	CHECK_OK(pks_buf_u8(&b, CTAP2_CMD_GET_ASSERTION));
+	e_map(&b, 2);
+	e_uint(&b, 1);
+	e_text(&b, "");
+	e_uint(&b, 2);
+	e_bytes(&b, cdh_a, 32);
+	expect_begin(&fx, &b, CTAP1_ERR_INVALID_LENGTH);
+	pks_buf_free(&b);
+	/* Commands without parameters take none. */
+	{
+		uint8_t next[2] = {CTAP2_CMD_GET_NEXT_ASSERTION, 0xa0};
+		uint8_t sel[2] = {CTAP2_CMD_SELECTION, 0xa0};
+		struct pks_buf nb = {next, 2, 2, 2}, sb = {sel, 2, 2, 2};
+
+		expect_begin(&fx, &nb, CTAP1_ERR_INVALID_LENGTH);
+		expect_begin(&fx, &sb, CTAP1_ERR_INVALID_LENGTH);
+	}
+	fx_done(&fx);
+}
+
 CHECK_MAIN({"/ctap2/info", test_info}, {"/ctap2/make-get-es256", test_make_get_es256},
 	   {"/ctap2/make-get-eddsa", test_make_get_eddsa}, {"/ctap2/alg-choice", test_alg_choice},
 	   {"/ctap2/exclude", test_exclude}, {"/ctap2/options", test_options},
@@ -1969,4 +2109,5 @@ CHECK_MAIN({"/ctap2/info", test_info}, {"/ctap2/make-get-es256", test_make_get_e
 	   {"/ctap2/no-credentials", test_no_credentials}, {"/ctap2/commands", test_commands},
 	   {"/ctap2/malformed", test_malformed}, {"/ctap2/missing", test_missing},
 	   {"/ctap2/types", test_types}, {"/ctap2/limits", test_limits},
-	   {"/ctap2/backend-errors", test_backend_errors})
+	   {"/ctap2/backend-errors", test_backend_errors},
+	   {"/ctap2/ignored-and-rare", test_ignored_and_rare})
