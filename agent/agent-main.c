@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/authn.h"
 #include "common/err.h"
 
 #define AGENT_VERSION "0.1.0"
@@ -44,6 +45,8 @@ static void agent_usage(FILE *f)
 {
 	fprintf(f, "Usage: pksync-agent [--state-dir DIR] [--listen ADDR:PORT | --no-listen]\n"
 		   "                    [--peer ADDR:PORT]... [--no-mdns] [--no-ble] [--verbose]\n"
+		   "                    [--uhid] [--ctaphid-socket PATH] [--pinentry PROGRAM]\n"
+		   "                    [--up-timeout SECONDS]\n"
 		   "\n"
 		   "Runs the pksync agent in the foreground. It owns the vault in DIR\n"
 		   "(default $XDG_DATA_HOME/pksync) and serves the 'pksync' command on a\n"
@@ -56,12 +59,16 @@ static void agent_usage(FILE *f)
 		   "  --peer ADDR:PORT  dial this device of the vault (repeatable)\n"
 		   "  --no-mdns, --no-ble  accepted; LAN and Bluetooth discovery are not\n"
 		   "                    built yet, so they are off anyway\n"
+		   "  --uhid            appear to browsers as a FIDO2 security key through\n"
+		   "                    /dev/uhid (see \"Use with your browser\" in README.md)\n"
+		   "  --ctaphid-socket PATH  the same security key on a Unix SOCK_SEQPACKET\n"
+		   "                    socket of 64-byte reports (tests, other front ends)\n"
+		   "  --pinentry PROGRAM  asks the person to confirm each registration and\n"
+		   "                    sign-in (default: pinentry)\n"
+		   "  --up-timeout SECONDS  how long the prompt waits (default 30, 1..600)\n"
 		   "  --verbose         log debug messages\n"
 		   "  --help            this text\n"
-		   "  --version         the version\n"
-		   "\n"
-		   "The browser authenticator options (--uhid, --ctaphid-socket,\n"
-		   "--pinentry) are not built yet; see README.md.\n");
+		   "  --version         the version\n");
 }
 
 /* No core dumps, not ptrace-able by other processes of the user, private files. */
@@ -106,14 +113,32 @@ static void agent_close_walk(uv_handle_t *handle, void *arg)
 		uv_close(handle, NULL);
 }
 
+/* A passkey made by the authenticator goes to the other devices at once. */
+static void agent_local_change(void *user)
+{
+	struct agent *a = user;
+
+	if (a->net != NULL)
+		net_local_change(a->net);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"state-dir", required_argument, NULL, 'd'}, {"verbose", no_argument, NULL, 'v'},
-	    {"listen", required_argument, NULL, 'l'},    {"no-listen", no_argument, NULL, 'L'},
-	    {"peer", required_argument, NULL, 'p'},      {"no-mdns", no_argument, NULL, 'm'},
-	    {"no-ble", no_argument, NULL, 'b'},          {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+	    {"state-dir", required_argument, NULL, 'd'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"no-listen", no_argument, NULL, 'L'},
+	    {"peer", required_argument, NULL, 'p'},
+	    {"no-mdns", no_argument, NULL, 'm'},
+	    {"no-ble", no_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"uhid", no_argument, NULL, 'U'},
+	    {"ctaphid-socket", required_argument, NULL, 'S'},
+	    {"pinentry", required_argument, NULL, 'P'},
+	    {"up-timeout", required_argument, NULL, 'T'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct agent a;
 	struct vault_options vopt;
@@ -124,12 +149,16 @@ int main(int argc, char **argv)
 	size_t n_peers = 0;
 	bool no_listen = false;
 	struct net_options nopt;
+	struct authn_options aopt;
+	struct authn *authn = NULL;
 	char err[512];
 	int lock_fd = -1;
 	int status = 1;
 	int c, r;
 
 	memset(&a, 0, sizeof(a));
+	memset(&aopt, 0, sizeof(aopt));
+	aopt.up_timeout_s = AUTHN_UP_TIMEOUT_DEFAULT_S;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (c) {
 		case 'd':
@@ -155,6 +184,26 @@ int main(int argc, char **argv)
 		case 'm':
 		case 'b':
 			break;
+		case 'U':
+			aopt.uhid = true;
+			break;
+		case 'S':
+			aopt.socket_path = optarg;
+			break;
+		case 'P':
+			aopt.pinentry = optarg;
+			break;
+		case 'T': {
+			char *end = NULL;
+			unsigned long t = strtoul(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || t < 1 || t > 600) {
+				fprintf(stderr,
+					"pksync-agent: --up-timeout takes 1..600 seconds.\n");
+				return 2;
+			}
+			aopt.up_timeout_s = (unsigned int)t;
+			break;
+		}
 		case 'h':
 			agent_usage(stdout);
 			return 0;
@@ -260,6 +309,14 @@ int main(int argc, char **argv)
 			pks_strerror(r));
 		goto out;
 	}
+	if (aopt.uhid || aopt.socket_path != NULL) {
+		r = authn_new(a.loop, a.vault, &aopt, &a.log, agent_local_change, &a, &authn);
+		if (r != PKS_OK) {
+			fprintf(stderr, "pksync-agent: cannot start the security key: %s.\n",
+				pks_strerror(r));
+			goto out;
+		}
+	}
 	uv_signal_init(a.loop, &sigint);
 	uv_signal_init(a.loop, &sigterm);
 	sigint.data = &a;
@@ -275,6 +332,7 @@ int main(int argc, char **argv)
 					       : "unlocked");
 	uv_run(a.loop, UV_RUN_DEFAULT);
 
+	authn_free(authn);
 	control_server_close(a.control);
 	net_free(a.net);
 	unlink(a.paths.socket_path);

@@ -1079,8 +1079,87 @@ static int vault_version_from_item(struct vault *v, struct record_version *ver,
 	return r;
 }
 
-int vault_create(struct vault *v, const char *rp_id, const char *user_name,
-		 const char *display_name, const struct record_state **out)
+struct vault_account_match {
+	const char *rp_id;
+	const uint8_t *handle;
+	size_t handle_len;
+	const uint8_t *keep;
+	size_t n;
+	uint8_t ids[8][RECORD_ID_LEN];
+};
+
+static int vault_account_match(void *user_data, const struct record_state *st)
+{
+	struct vault_account_match *m = user_data;
+	const uint8_t *h;
+	size_t h_len = 0;
+
+	if (record_state_trashed(st) || memcmp(record_state_id(st), m->keep, RECORD_ID_LEN) == 0 ||
+	    strcmp(record_state_rp_id(st), m->rp_id) != 0)
+		return PKS_OK;
+	h = record_state_user_handle(st, &h_len);
+	if (h == NULL || h_len != m->handle_len || memcmp(h, m->handle, h_len) != 0)
+		return PKS_OK;
+	if (m->n == 8)
+		return 1; /* enough for one call; a next registration trashes more */
+	memcpy(m->ids[m->n++], record_state_id(st), RECORD_ID_LEN);
+	return PKS_OK;
+}
+
+/* Moves live records of rp_id with this user handle, but keep, to the trash. */
+static int vault_replace_account(struct vault *v, const char *rp_id, const uint8_t *handle,
+				 size_t handle_len, const uint8_t keep[RECORD_ID_LEN])
+{
+	struct vault_account_match m = {rp_id, handle, handle_len, keep, 0, {{0}}};
+	int r = vault_records_foreach(v, vault_account_match, &m);
+
+	if (r == 1)
+		r = PKS_OK;
+	for (size_t i = 0; i < m.n && r == PKS_OK; i++) {
+		struct vault_entry *e = vault_lookup(v, m.ids[i]);
+		if (e != NULL)
+			r = vault_delete(v, e->st);
+	}
+	if (r == PKS_OK && m.n > 0)
+		pks_log(
+		    &v->log, PKS_LOG_INFO,
+		    "vault: a new passkey replaced %zu of the same account (moved to the trash)",
+		    m.n);
+	return r;
+}
+
+int vault_get(const struct vault *v, const uint8_t id[RECORD_ID_LEN],
+	      const struct record_state **out)
+{
+	struct vault_entry *e = vault_lookup(v, id);
+
+	if (e == NULL || e->st == NULL || !record_state_has_create(e->st) ||
+	    record_state_purged(e->st))
+		return PKS_ERR_NOT_FOUND;
+	*out = e->st;
+	return PKS_OK;
+}
+
+int vault_check_passphrase(const struct vault *v, const char *passphrase, size_t len)
+{
+	struct keys_kek *kek = NULL;
+	uint8_t *params = NULL;
+	size_t params_len = 0;
+	int r;
+
+	if (!v->initialized || !v->has_passphrase)
+		return PKS_ERR_STATE;
+	r = store_meta_get(v->store, "kek_params", &params, &params_len);
+	if (r == PKS_OK)
+		r = keys_kek_unlock(params, params_len, passphrase, len, &kek);
+	keys_kek_free(kek);
+	free(params);
+	return r;
+}
+
+int vault_create_passkey(struct vault *v, const char *rp_id, const uint8_t *user_handle,
+			 size_t user_handle_len, const char *user_name, const char *display_name,
+			 int alg, const struct record_state **out)
 {
 	struct passkey_key *key = NULL;
 	struct passkey_item item;
@@ -1094,26 +1173,34 @@ int vault_create(struct vault *v, const char *rp_id, const char *user_name,
 
 	if (v->sec == NULL)
 		return PKS_ERR_LOCKED;
+	if (alg != RECORD_ALG_ES256 && alg != RECORD_ALG_EDDSA)
+		return PKS_ERR_UNSUPPORTED;
+	if (user_handle != NULL && (user_handle_len == 0 || user_handle_len > 64))
+		return PKS_ERR_INVALID;
 	memset(&item, 0, sizeof(item));
-	r = passkey_key_generate(RECORD_ALG_ES256, &key);
+	r = passkey_key_generate(alg, &key);
 	if (r != PKS_OK)
 		goto out;
 	if ((r = passkey_key_pkcs8(key, &pkcs8, &pkcs8_len)) != PKS_OK ||
 	    (r = passkey_key_spki(key, &spki, &spki_len)) != PKS_OK)
 		goto out;
 	randombytes_buf(cred_id, sizeof(cred_id));
-	randombytes_buf(handle, sizeof(handle));
+	if (user_handle == NULL) {
+		randombytes_buf(handle, sizeof(handle));
+		user_handle = handle;
+		user_handle_len = sizeof(handle);
+	}
 	r = record_id_derive(v->sec->id_key, rp_id, cred_id, sizeof(cred_id), record_id);
 	if (r != PKS_OK)
 		goto out;
 	item.rp_id = (char *)rp_id;
 	item.credential_id = cred_id;
 	item.credential_id_len = sizeof(cred_id);
-	item.user_handle = handle;
-	item.user_handle_len = sizeof(handle);
+	item.user_handle = (uint8_t *)user_handle;
+	item.user_handle_len = user_handle_len;
 	item.user_name = (char *)user_name;
-	item.display_name = (char *)(display_name ? display_name : user_name);
-	item.alg = RECORD_ALG_ES256;
+	item.display_name = (char *)(display_name && display_name[0] ? display_name : user_name);
+	item.alg = alg;
 	item.private_key = pkcs8;
 	item.private_key_len = pkcs8_len;
 	item.public_key = spki;
@@ -1132,6 +1219,9 @@ int vault_create(struct vault *v, const char *rp_id, const char *user_name,
 	r = vault_commit_version(v, ver, true);
 	if (r != PKS_OK)
 		goto out;
+	r = vault_replace_account(v, rp_id, user_handle, user_handle_len, record_id);
+	if (r != PKS_OK)
+		goto out;
 	e = vault_lookup(v, record_id);
 	*out = e->st;
 out:
@@ -1141,6 +1231,13 @@ out:
 		passkey_secret_free(pkcs8, pkcs8_len);
 	free(spki);
 	return r;
+}
+
+int vault_create(struct vault *v, const char *rp_id, const char *user_name,
+		 const char *display_name, const struct record_state **out)
+{
+	return vault_create_passkey(v, rp_id, NULL, 0, user_name, display_name, RECORD_ALG_ES256,
+				    out);
 }
 
 static bool vault_str_eq(const char *a, const char *b)

@@ -122,6 +122,29 @@ int vault_find(const struct vault *v, const char *id_prefix, const struct record
 int vault_create(struct vault *v, const char *rp_id, const char *user_name,
 		 const char *display_name, const struct record_state **out);
 
+/*
+ * A passkey made through the authenticator: alg RECORD_ALG_ES256 or
+ * RECORD_ALG_EDDSA, the relying party's user handle (1..64 bytes), BE=1 BS=1,
+ * a random credential id, source "pksync". A live record of the
+ * same rp id and user handle goes to the trash (CTAP: a new discoverable
+ * credential for an account replaces the old one).
+ */
+int vault_create_passkey(struct vault *v, const char *rp_id, const uint8_t *user_handle,
+			 size_t user_handle_len, const char *user_name, const char *display_name,
+			 int alg, const struct record_state **out);
+
+/* A record by its full id; PKS_ERR_NOT_FOUND. The state is borrowed until
+   the next change of the vault. */
+int vault_get(const struct vault *v, const uint8_t id[RECORD_ID_LEN],
+	      const struct record_state **out);
+
+/*
+ * Checks a passphrase against the vault's (user verification), without
+ * changing anything: PKS_OK, PKS_ERR_PASSPHRASE when wrong, PKS_ERR_STATE
+ * when the vault has no passphrase.
+ */
+int vault_check_passphrase(const struct vault *v, const char *passphrase, size_t len);
+
 /* Each of user_name, display_name, notes may be NULL (unchanged). */
 int vault_edit(struct vault *v, const struct record_state *st, const char *user_name,
 	       const char *display_name, const char *notes);
