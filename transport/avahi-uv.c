@@ -231,8 +231,8 @@ static void avahi_uv_watch_free(AvahiWatch *w)
 	avahi_uv_fd_sync(fde);
 }
 
-/* Milliseconds from now until the absolute gettimeofday() time tv, rounded
-   up so the timer never fires before Avahi considers it due. */
+/* Milliseconds from now until the absolute gettimeofday() time tv, so that
+   the timer never fires before Avahi considers it due. */
 static uint64_t avahi_uv_delay_ms(const struct timeval *tv)
 {
 	struct timeval now;
@@ -243,7 +243,9 @@ static uint64_t avahi_uv_delay_ms(const struct timeval *tv)
 	     ((int64_t)tv->tv_usec - (int64_t)now.tv_usec);
 	if (us <= 0)
 		return 0;
-	return ((uint64_t)us + 999) / 1000;
+	/* uv_now() counts whole milliseconds and may lag the real instant by
+	   up to one, so one more keeps the timer from firing early. */
+	return ((uint64_t)us + 999) / 1000 + 1;
 }
 
 static void avahi_uv_timer_cb(uv_timer_t *h)

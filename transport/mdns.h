@@ -23,7 +23,19 @@
  *
  * Freeing is libuv style: after mdns_free() the loop must run until the
  * module's handles have closed before uv_loop_close(). No callback fires
- * after mdns_free() returns.
+ * after mdns_free() returns. Callbacks may call mdns_publish(),
+ * mdns_unpublish() and mdns_browse(), but not mdns_free().
+ *
+ * Limits and caveats:
+ *  - avahi-core is loaded with dlopen (see avahi-core-dl.h); it is missing in
+ *    AddressSanitizer builds, where only avahi-client works.
+ *  - Without a daemon, each embedded stack claims the host's addresses
+ *    (A/AAAA and reverse PTR records): two processes using avahi-core on one
+ *    host without a daemon fight over them. One agent per host is assumed.
+ *  - A link that loses carrier drops the instances seen on it only when the
+ *    daemon runs with use-iff-running=yes (the lab does); otherwise they go
+ *    when their records expire or a resolver gives up.
+ *  - Logs carry no instance names or TXT contents.
  */
 #ifndef PKS_TRANSPORT_MDNS_H
 #define PKS_TRANSPORT_MDNS_H
