@@ -4,6 +4,7 @@
  * so no figure here is a pass/fail test).
  *
  *   pksync-bench [--json] [--records N] [--sync-records N]   run every benchmark
+ *   pksync-bench --only-authn [--json]      only the security-key latencies
  *   pksync-bench --make-cxf N FILE          write N fresh passkeys as CXF
  *
  * The sync figures run real agents as subprocesses on loopback and count the
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1118,10 +1120,221 @@ static void bench_print(int json)
 	}
 }
 
+/* ---- the security key: latency through the whole CTAPHID path ---- */
+
+#define BENCH_HID_MAX 7609
+
+/* One CTAPHID transaction over the test socket; keepalives and other channels skipped. */
+static int bench_hid_xfer(int fd, uint32_t cid, uint8_t cmd, const uint8_t *req, size_t len,
+			  uint8_t *resp, size_t cap, size_t *resp_len)
+{
+	uint8_t pkt[64];
+	size_t off = 0, want = 0, got = 0;
+	uint8_t seq = 0;
+
+	memset(pkt, 0, sizeof(pkt));
+	pkt[0] = (uint8_t)(cid >> 24), pkt[1] = (uint8_t)(cid >> 16);
+	pkt[2] = (uint8_t)(cid >> 8), pkt[3] = (uint8_t)cid;
+	pkt[4] = cmd;
+	pkt[5] = (uint8_t)(len >> 8), pkt[6] = (uint8_t)len;
+	off = len < 57 ? len : 57;
+	memcpy(pkt + 7, req, off);
+	if (send(fd, pkt, 64, 0) != 64)
+		return PKS_ERR_IO;
+	while (off < len) {
+		size_t n = len - off < 59 ? len - off : 59;
+		memset(pkt + 4, 0, 60);
+		pkt[4] = seq++;
+		memcpy(pkt + 5, req + off, n);
+		off += n;
+		if (send(fd, pkt, 64, 0) != 64)
+			return PKS_ERR_IO;
+	}
+	seq = 0;
+	for (;;) {
+		ssize_t n = recv(fd, pkt, sizeof(pkt), 0);
+		uint32_t rcid;
+		if (n != 64)
+			return PKS_ERR_IO;
+		rcid = (uint32_t)pkt[0] << 24 | (uint32_t)pkt[1] << 16 | (uint32_t)pkt[2] << 8 |
+		       pkt[3];
+		if (rcid != cid)
+			continue;
+		if (want == 0 && got == 0) {
+			if (pkt[4] == 0xbb)
+				continue; /* KEEPALIVE */
+			if (pkt[4] != cmd)
+				return PKS_ERR_MALFORMED;
+			want = (size_t)pkt[5] << 8 | pkt[6];
+			if (want > cap)
+				return PKS_ERR_TOO_LARGE;
+			got = want < 57 ? want : 57;
+			memcpy(resp, pkt + 7, got);
+		} else {
+			size_t k = want - got < 59 ? want - got : 59;
+			if (pkt[4] != seq++)
+				return PKS_ERR_MALFORMED;
+			memcpy(resp + got, pkt + 5, k);
+			got += k;
+		}
+		if (got >= want)
+			break;
+	}
+	*resp_len = want;
+	return PKS_OK;
+}
+
+static void bench_cbor_text(uint8_t **p, const char *s)
+{
+	size_t n = strlen(s);
+
+	*(*p)++ = (uint8_t)(0x60 | n); /* short texts only */
+	memcpy(*p, s, n);
+	*p += n;
+}
+
+/* makeCredential (ES256, resident) for user number i, or getAssertion (up true/false). */
+static size_t bench_ctap_request(uint8_t *buf, int kind, uint32_t i)
+{
+	uint8_t *p = buf;
+	uint8_t cdh[32];
+
+	memset(cdh, 0x42, sizeof(cdh));
+	if (kind == 0) {
+		*p++ = 0x01, *p++ = 0xa5;
+		*p++ = 0x01, *p++ = 0x58, *p++ = 0x20;
+		memcpy(p, cdh, 32), p += 32;
+		*p++ = 0x02, *p++ = 0xa2;
+		bench_cbor_text(&p, "id"), bench_cbor_text(&p, "bench.example");
+		bench_cbor_text(&p, "name"), bench_cbor_text(&p, "Bench");
+		*p++ = 0x03, *p++ = 0xa3;
+		bench_cbor_text(&p, "id");
+		*p++ = 0x44, *p++ = (uint8_t)(i >> 24), *p++ = (uint8_t)(i >> 16);
+		*p++ = (uint8_t)(i >> 8), *p++ = (uint8_t)i;
+		bench_cbor_text(&p, "name"), bench_cbor_text(&p, "user");
+		bench_cbor_text(&p, "displayName"), bench_cbor_text(&p, "User");
+		*p++ = 0x04, *p++ = 0x81, *p++ = 0xa2;
+		bench_cbor_text(&p, "alg"), *p++ = 0x26;
+		bench_cbor_text(&p, "type"), bench_cbor_text(&p, "public-key");
+		*p++ = 0x07, *p++ = 0xa1;
+		bench_cbor_text(&p, "rk"), *p++ = 0xf5;
+	} else {
+		*p++ = 0x02, *p++ = 0xa3;
+		*p++ = 0x01, bench_cbor_text(&p, "bench.example");
+		*p++ = 0x02, *p++ = 0x58, *p++ = 0x20;
+		memcpy(p, cdh, 32), p += 32;
+		*p++ = 0x05, *p++ = 0xa1;
+		bench_cbor_text(&p, "up"), *p++ = kind == 1 ? 0xf4 : 0xf5;
+	}
+	return (size_t)(p - buf);
+}
+
+static void bench_authn(void)
+{
+	struct bench_dev d;
+	char root[128], hidsock[192], pin[192];
+	struct sockaddr_un sa;
+	uint8_t req[512], *resp = NULL;
+	size_t req_len, resp_len = 0;
+	uint32_t cid;
+	double t, mean[3] = {0, 0, 0};
+	const int rounds[3] = {40, 200, 40};
+	int fd = -1, r = PKS_ERR_IO;
+	FILE *f;
+	pid_t pid;
+
+	snprintf(root, sizeof(root), "%s/authn", bench_dir);
+	mkdir(root, 0700);
+	if (bench_dev_setup(&d, root, "key") != PKS_OK)
+		return;
+	snprintf(hidsock, sizeof(hidsock), "%s/hid.sock", root);
+	snprintf(pin, sizeof(pin), "%s/pinentry-allow", root);
+	/* A pinentry that says yes at once: the person's time is not the authenticator's. */
+	f = fopen(pin, "w");
+	if (f == NULL)
+		return;
+	fprintf(f, "#!/bin/sh\necho 'OK ready'\nwhile read -r l; do echo OK; case \"$l\" in "
+		   "BYE*) exit 0;; esac; done\n");
+	fclose(f);
+	chmod(pin, 0700);
+	mkdir(d.state, 0700);
+	pid = fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		int lfd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (lfd >= 0) {
+			dup2(lfd, 1);
+			dup2(lfd, 2);
+		}
+		execl(bench_agent_bin, bench_agent_bin, "--state-dir", d.state, "--no-listen",
+		      "--no-mdns", "--no-ble", "--ctaphid-socket", hidsock, "--pinentry", pin,
+		      (char *)NULL);
+		_exit(127);
+	}
+	d.pid = pid;
+	for (int i = 0; i < 400 && access(d.sock, F_OK) != 0; i++)
+		usleep(25000);
+	resp = malloc(BENCH_HID_MAX);
+	if (resp == NULL ||
+	    bench_cli(&d, "init", "--no-passphrase", "--name", "key", NULL, NULL, NULL) != PKS_OK)
+		goto out;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(hidsock) >= sizeof(sa.sun_path))
+		goto out;
+	memcpy(sa.sun_path, hidsock, strlen(hidsock));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		goto out;
+	{
+		uint8_t nonce[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+		if (bench_hid_xfer(fd, 0xffffffffu, 0x86, nonce, 8, resp, BENCH_HID_MAX,
+				   &resp_len) != PKS_OK ||
+		    resp_len < 12)
+			goto out;
+		cid = (uint32_t)resp[8] << 24 | (uint32_t)resp[9] << 16 | (uint32_t)resp[10] << 8 |
+		      resp[11];
+	}
+	/* kind 0 makeCredential, 1 getAssertion without presence, 2 with presence. */
+	for (int kind = 0; kind < 3; kind++) {
+		t = bench_now();
+		for (int i = 0; i < rounds[kind]; i++) {
+			req_len = bench_ctap_request(req, kind, (uint32_t)i);
+			if (bench_hid_xfer(fd, cid, 0x90, req, req_len, resp, BENCH_HID_MAX,
+					   &resp_len) != PKS_OK ||
+			    resp_len < 1 || resp[0] != 0) {
+				fprintf(stderr,
+					"pksync-bench: CTAP request %d failed (status %d)\n", kind,
+					resp_len ? resp[0] : -1);
+				goto out;
+			}
+		}
+		mean[kind] = (bench_now() - t) * 1000.0 / rounds[kind];
+	}
+	bench_add("ctap_get_assertion_ms", mean[1], "ms (full CTAPHID path, no prompt: up=false)");
+	bench_add("ctap_get_assertion_confirmed_ms", mean[2],
+		  "ms (with an instant pinentry script)");
+	bench_add("ctap_make_credential_ms", mean[0],
+		  "ms (ES256, with an instant pinentry script)");
+	bench_add("ctap_make_credential_minus_prompt_ms", mean[0] - (mean[2] - mean[1]),
+		  "ms (make minus the prompt's cost measured on getAssertion)");
+	r = PKS_OK;
+out:
+	if (r != PKS_OK)
+		fprintf(stderr, "pksync-bench: the security-key figures are left out (see %s)\n",
+			d.log);
+	if (fd >= 0)
+		close(fd);
+	free(resp);
+	bench_dev_stop(&d);
+}
+
 int main(int argc, char **argv)
 {
 	size_t records = 10000, sync_records = 100000;
 	int json = 0;
+	bool only_authn = false;
 
 	if (sodium_init() < 0)
 		return 1;
@@ -1151,12 +1364,25 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			sync_records = (size_t)n;
+		} else if (strcmp(argv[i], "--only-authn") == 0) {
+			only_authn = true;
 		} else {
 			fprintf(stderr,
-				"usage: pksync-bench [--json] [--records N] [--sync-records N]\n"
+				"usage: pksync-bench [--json] [--records N] [--sync-records N] "
+				"[--only-authn]\n"
 				"       pksync-bench --make-cxf N FILE\n");
 			return 2;
 		}
+	}
+	if (only_authn) {
+		/* The security-key figures alone (a quick look while working on it). */
+		bench_find_binaries(argv[0]);
+		snprintf(bench_dir, sizeof(bench_dir), "/tmp/pksync-bench-XXXXXX");
+		if (mkdtemp(bench_dir) == NULL)
+			return 1;
+		bench_authn();
+		bench_print(json);
+		return 0;
 	}
 	bench_x25519();
 	bench_noise();
@@ -1167,6 +1393,7 @@ int main(int argc, char **argv)
 	bench_records();
 	bench_find_binaries(argv[0]);
 	bench_agent(records);
+	bench_authn();
 	bench_sync_first(10000);
 	bench_sync_devices(sync_records);
 	bench_print(json);
