@@ -209,6 +209,33 @@ static void bench_x25519(void)
 	bench_add("x25519_ops_per_s", (double)n / dt, "ops/s");
 }
 
+/* Every received record version is checked with one Ed25519 verification:
+   this rate, times the cores, bounds a first sync. */
+static double bench_ed25519_verify_per_s;
+
+static void bench_ed25519_verify(void)
+{
+	uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+	uint8_t msg[600], sig[crypto_sign_BYTES];
+	double t0, dt;
+	size_t n = 0;
+
+	crypto_sign_keypair(pk, sk);
+	randombytes_buf(msg, sizeof(msg));
+	crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk);
+	sodium_memzero(sk, sizeof(sk));
+	t0 = bench_now();
+	do {
+		for (int i = 0; i < 200; i++)
+			if (crypto_sign_verify_detached(sig, msg, sizeof(msg), pk) != 0)
+				return;
+		n += 200;
+		dt = bench_now() - t0;
+	} while (dt < 1.0);
+	bench_ed25519_verify_per_s = (double)n / dt;
+	bench_add("ed25519_verify_per_s_one_core", bench_ed25519_verify_per_s, "verifications/s");
+}
+
 /* One whole Noise_XXpsk0 handshake, both sides, then one transport message each way. */
 static int bench_one_handshake(const uint8_t isk[32], const uint8_t rsk[32], const uint8_t psk[32])
 {
@@ -956,6 +983,13 @@ static void bench_sync_first(size_t n)
 	bench_add("sync_first_10k_seconds", secs, "s");
 	bench_add_target("sync_first_10k_passkeys_per_s", (double)n / secs, "passkeys/s",
 			 "> 20000");
+	if (bench_ed25519_verify_per_s > 0) {
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		bench_add("sync_first_vs_verify_bound",
+			  (double)n / secs /
+			      (bench_ed25519_verify_per_s * (double)(cores > 0 ? cores : 1)),
+			  "fraction of the Ed25519-verify limit on all cores");
+	}
 	bench_add("sync_first_10k_bytes", bytes, "bytes");
 	bench_add("sync_first_10k_raw_sealed_bytes", raw, "bytes");
 	bench_add_target("sync_first_overhead_ratio", bytes / raw, "x raw sealed", "< 1.15");
@@ -1391,6 +1425,7 @@ int main(int argc, char **argv)
 		bench_add("noise_handshake_vs_x25519_limit",
 			  results[1].value * 10.0 / results[0].value, "fraction of DH-bound limit");
 	bench_records();
+	bench_ed25519_verify();
 	bench_find_binaries(argv[0]);
 	bench_agent(records);
 	bench_authn();
