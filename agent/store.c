@@ -169,13 +169,25 @@ void store_free(struct store *s)
 	free(s);
 }
 
+int store_begin_refetchable(struct store *s)
+{
+	int r;
+
+	if (s->in_tx)
+		return PKS_ERR_STATE;
+	r = store_exec(s, "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE");
+	if (r == PKS_OK)
+		s->in_tx = 1;
+	return r;
+}
+
 int store_begin(struct store *s)
 {
 	int r;
 
 	if (s->in_tx)
 		return PKS_ERR_STATE;
-	r = store_exec(s, "BEGIN IMMEDIATE");
+	r = store_exec(s, "PRAGMA synchronous = FULL; BEGIN IMMEDIATE");
 	if (r == PKS_OK)
 		s->in_tx = 1;
 	return r;

@@ -31,6 +31,15 @@ int store_schema_version(void);
 
 /* Explicit transactions; store_rollback() is safe to call in any state. */
 int store_begin(struct store *s);
+/*
+ * Like store_begin(), for a transaction whose content can be fetched again
+ * (record versions received from a peer): its commit is not flushed to disk
+ * on its own (WAL, synchronous NORMAL). A crash of the agent loses nothing
+ * committed; a power loss may roll back such transactions together with
+ * the vector entries they advanced, so the peer sends them again. The next
+ * store_begin() transaction flushes everything before it.
+ */
+int store_begin_refetchable(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
 

@@ -591,7 +591,7 @@ static int replica_versions_apply(void *replica, const struct sync_blob *version
 		replica_prepare(v, &slots[i]);
 	}
 	replica_open_all(slots, n);
-	r = store_begin(v->store);
+	r = store_begin_refetchable(v->store);
 	for (size_t i = 0; i < n && r == PKS_OK; i++) {
 		bool fatal = false;
 		int a = replica_commit_one(v, &slots[i], &fatal);
