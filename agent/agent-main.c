@@ -19,6 +19,7 @@
 
 #include "agent/agent.h"
 #include "agent/authn.h"
+#include "agent/discovery.h"
 #include "common/err.h"
 
 #define AGENT_VERSION "0.1.0"
@@ -57,8 +58,8 @@ static void agent_usage(FILE *f)
 		   "                    or 0.0.0.0:7393 without IPv6)\n"
 		   "  --no-listen       accept no connections (this device only dials)\n"
 		   "  --peer ADDR:PORT  dial this device of the vault (repeatable)\n"
-		   "  --no-mdns, --no-ble  accepted; LAN and Bluetooth discovery are not\n"
-		   "                    built yet, so they are off anyway\n"
+		   "  --no-mdns         do not publish or look for devices on the LAN (mDNS)\n"
+		   "  --no-ble          accepted; Bluetooth LE is not wired in yet\n"
 		   "  --uhid            appear to browsers as a FIDO2 security key through\n"
 		   "                    /dev/uhid (see \"Use with your browser\" in README.md)\n"
 		   "  --ctaphid-socket PATH  the same security key on a Unix SOCK_SEQPACKET\n"
@@ -122,6 +123,27 @@ static void agent_local_change(void *user)
 		net_local_change(a->net);
 }
 
+static void agent_member_found(void *user, const uint8_t device_id[32], const char *addr)
+{
+	struct agent *a = user;
+
+	net_member_found(a->net, device_id, addr);
+}
+
+static void agent_sponsor_found(void *user, const char *addr)
+{
+	struct agent *a = user;
+
+	net_sponsor_found(a->net, addr);
+}
+
+static bool agent_pairing_active(void *user)
+{
+	struct agent *a = user;
+
+	return net_pairing_active(a->net);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -147,7 +169,8 @@ int main(int argc, char **argv)
 	const char *listen = NULL;
 	const char *peers[NET_PEERS_MAX];
 	size_t n_peers = 0;
-	bool no_listen = false;
+	bool no_listen = false, no_mdns = false;
+	struct discovery *disc = NULL;
 	struct net_options nopt;
 	struct authn_options aopt;
 	struct authn *authn = NULL;
@@ -182,6 +205,8 @@ int main(int argc, char **argv)
 			peers[n_peers++] = optarg;
 			break;
 		case 'm':
+			no_mdns = true;
+			break;
 		case 'b':
 			break;
 		case 'U':
@@ -291,6 +316,7 @@ int main(int argc, char **argv)
 	nopt.peers = peers;
 	nopt.n_peers = n_peers;
 	nopt.listen = no_listen ? NULL : listen ? listen : "[::]:7393";
+	nopt.discovery = !no_mdns;
 	r = net_new(a.loop, a.vault, &nopt, &a.net);
 	if (r != PKS_OK && listen == NULL && !no_listen) {
 		/* The default: IPv4 only, then no listener (another agent may hold the port). */
@@ -308,6 +334,16 @@ int main(int argc, char **argv)
 			nopt.listen ? "listen on the --listen address" : "use a --peer address",
 			pks_strerror(r));
 		goto out;
+	}
+	if (!no_mdns) {
+		struct discovery_options dopt;
+		static const struct discovery_cb dcb = {agent_member_found, agent_sponsor_found,
+							agent_pairing_active};
+		memset(&dopt, 0, sizeof(dopt));
+		dopt.port = net_listen_port(a.net);
+		/* Without any mDNS stack the agent still syncs with known addresses. */
+		if (discovery_new(a.loop, a.vault, &a.log, &dopt, &dcb, &a, &disc) != PKS_OK)
+			disc = NULL;
 	}
 	if (aopt.uhid || aopt.socket_path != NULL) {
 		r = authn_new(a.loop, a.vault, &aopt, &a.log, agent_local_change, &a, &authn);
@@ -333,6 +369,7 @@ int main(int argc, char **argv)
 	uv_run(a.loop, UV_RUN_DEFAULT);
 
 	authn_free(authn);
+	discovery_free(disc);
 	control_server_close(a.control);
 	net_free(a.net);
 	unlink(a.paths.socket_path);

@@ -82,6 +82,9 @@ struct net_dialer {
 	bool paused;
 	uint8_t paused_for[DEVICE_ID_LEN];
 	bool is_join;
+	/* Made for an address discovery reported for this device. */
+	bool discovered;
+	uint8_t device[DEVICE_ID_LEN];
 };
 
 struct net_waiter {
@@ -131,7 +134,10 @@ struct net {
 		void *user;
 		struct net_dialer *dialer;
 		char failure[256];
+		/* No address given: the sponsor is found by discovery. */
+		bool await_sponsor, discovered;
 	} join;
+	bool discovery;
 };
 
 static uint64_t net_now_ms(void)
@@ -858,7 +864,8 @@ static int net_joiner_finish(struct net_session *s)
 				  n->join.passphrase_len, n->join.ident, s->bundle);
 	s->bundle->ops = NULL;
 	free(blobs);
-	if (r == PKS_OK)
+	/* A discovered address may change; discovery finds the sponsor again. */
+	if (r == PKS_OK && !n->join.discovered)
 		r = vault_remember_peer(n->vault, n->join.peer);
 	return r;
 }
@@ -1322,10 +1329,10 @@ int net_join(struct net *n, const struct net_join_request *req, net_join_fn fn, 
 		snprintf(err, err_len, "The code must be the 8 digits the sponsor shows.");
 		return PKS_ERR_INVALID;
 	}
-	if (req->peer == NULL && qr_addr[0] == '\0') {
+	if (req->peer == NULL && qr_addr[0] == '\0' && !n->discovery) {
 		snprintf(err, err_len,
 			 "Give the sponsor's address with --peer ADDR:PORT (it is printed by "
-			 "pksync pair).");
+			 "pksync pair); discovery is off on this agent.");
 		return PKS_ERR_INVALID;
 	}
 	snprintf(n->join.peer, sizeof(n->join.peer), "%s", req->peer ? req->peer : qr_addr);
@@ -1350,6 +1357,14 @@ int net_join(struct net *n, const struct net_join_request *req, net_join_fn fn, 
 	n->join.fn = fn;
 	n->join.user = user;
 	n->join.deadline_ms = net_now_ms() + NET_JOIN_TIMEOUT_MS;
+	if (n->join.peer[0] == '\0') {
+		/* net_sponsor_found() dials once discovery sees a device in pairing mode. */
+		n->join.await_sponsor = true;
+		snprintf(n->join.failure, sizeof(n->join.failure),
+			 "No device in pairing mode was found on the network; run pksync pair "
+			 "on a device of the vault, or give --peer ADDR:PORT.");
+		return PKS_OK;
+	}
 	n->join.dialer = net_dialer_add(n, n->join.peer, true);
 	if (n->join.dialer == NULL) {
 		n->join.fn = NULL;
@@ -1364,6 +1379,61 @@ fail:
 	n->join.passphrase = NULL;
 	snprintf(err, err_len, "Joining could not start: %s.", pks_strerror(r));
 	return r;
+}
+
+void net_sponsor_found(struct net *n, const char *addr)
+{
+	if (!n->join.active || !n->join.await_sponsor || n->join.dialer != NULL)
+		return;
+	snprintf(n->join.peer, sizeof(n->join.peer), "%s", addr);
+	n->join.discovered = true;
+	n->join.failure[0] = '\0';
+	n->join.dialer = net_dialer_add(n, n->join.peer, true);
+	if (n->join.dialer != NULL)
+		pks_log(&n->log, PKS_LOG_INFO, "net: found a device in pairing mode at %s", addr);
+}
+
+void net_member_found(struct net *n, const uint8_t device_id[DEVICE_ID_LEN], const char *addr)
+{
+	struct net_dialer *d;
+
+	if (n->stopping || !vault_is_initialized(n->vault) || vault_is_locked(n->vault))
+		return;
+	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->peer_known && s->state != NET_CLOSED &&
+		    memcmp(s->peer, device_id, DEVICE_ID_LEN) == 0)
+			return; /* one session per pair of devices */
+	for (d = n->dialers; d != NULL; d = d->next) {
+		if (!d->discovered || memcmp(d->device, device_id, DEVICE_ID_LEN) != 0)
+			continue;
+		if (strcmp(d->addr, addr) == 0) {
+			if (!d->paused && d->session == NULL)
+				tcp_dialer_start(d->d);
+			return;
+		}
+		/* The device moved: forget the old address. */
+		net_dialer_remove(n, d);
+		break;
+	}
+	for (d = n->dialers; d != NULL; d = d->next) {
+		if (!d->is_join && strcmp(d->addr, addr) == 0) {
+			/* A static or remembered peer at that address already. */
+			if (!d->paused && d->session == NULL)
+				tcp_dialer_start(d->d);
+			return;
+		}
+	}
+	d = net_dialer_add(n, addr, false);
+	if (d == NULL)
+		return;
+	d->discovered = true;
+	memcpy(d->device, device_id, DEVICE_ID_LEN);
+	pks_log(&n->log, PKS_LOG_INFO, "net: discovered a member at %s", addr);
+}
+
+bool net_pairing_active(const struct net *n)
+{
+	return n->pair.active;
 }
 
 /* ---- sync and waiting ---- */
@@ -1552,6 +1622,7 @@ int net_new(uv_loop_t *loop, struct vault *v, const struct net_options *opt, str
 	n->loop = loop;
 	n->vault = v;
 	n->log = opt->log;
+	n->discovery = opt->discovery;
 	n->scratch = sodium_malloc(NET_FRAME_MAX);
 	n->tick = calloc(1, sizeof(*n->tick));
 	if (n->scratch == NULL || n->tick == NULL)

@@ -35,6 +35,7 @@ struct net_options {
 	const char *const *peers; /* static peers */
 	size_t n_peers;
 	struct pks_logger log;
+	bool discovery; /* devices are also found by discovery (join needs no address) */
 };
 
 int net_new(uv_loop_t *loop, struct vault *v, const struct net_options *opt, struct net **out);
@@ -84,6 +85,14 @@ typedef void (*net_sync_fn)(void *user, int err, size_t peers);
 int net_sync(struct net *n, bool wait, uint64_t timeout_ms, net_sync_fn fn, void *user);
 
 /* Byte counters of member sessions since start (for the benchmark). */
+/* Discovery saw a member device at addr ("ADDR:PORT"): dial it unless a
+   session with it is open. */
+void net_member_found(struct net *n, const uint8_t device_id[32], const char *addr);
+/* Discovery saw a device in pairing mode: a join waiting for its sponsor dials it. */
+void net_sponsor_found(struct net *n, const char *addr);
+/* This device shows a pairing code now. */
+bool net_pairing_active(const struct net *n);
+
 void net_counters(const struct net *n, uint64_t *bytes_in, uint64_t *bytes_out, uint64_t *sessions);
 
 #endif

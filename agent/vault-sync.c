@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto/hint.h"
 #include "agent/vault-internal.h"
 #include "common/err.h"
 
@@ -76,6 +77,14 @@ int vault_member_psk(const struct vault *v, uint8_t out[32])
 		return PKS_ERR_LOCKED;
 	crypto_generichash(out, 32, (const uint8_t *)VAULT_PSK_CONTEXT,
 			   sizeof(VAULT_PSK_CONTEXT) - 1, v->sec->network_key, 32);
+	return PKS_OK;
+}
+
+int vault_hint_key(const struct vault *v, uint8_t out[HINT_KEY_LEN])
+{
+	if (v->sec == NULL)
+		return PKS_ERR_LOCKED;
+	hint_key_derive(v->sec->network_key, out);
 	return PKS_OK;
 }
 

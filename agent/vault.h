@@ -189,6 +189,8 @@ const struct membership *vault_membership(const struct vault *v);
    waiting for their parents (any signer can fill that set; peers resend what
    we lack next time). */
 void vault_sync_idle(struct vault *v);
+/* The key of discovery hints (proto/hint.h), from the network key. PKS_ERR_LOCKED. */
+int vault_hint_key(const struct vault *v, uint8_t out[32]);
 /* The psk of member sessions, from the network key. PKS_ERR_LOCKED. */
 int vault_member_psk(const struct vault *v, uint8_t out[32]);
 /* This device's X25519 key pair (Noise static); NULL while locked. */

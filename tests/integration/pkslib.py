@@ -76,11 +76,17 @@ class Agent:
         self.env["PKSYNC_TEST_FAST_KDF"] = "1"
         self.env.pop("PKSYNC_STATE_DIR", None)
 
+    # Tests on loopback must not announce anything on the machine's networks:
+    # mDNS discovery stays off unless a test (in its own network namespaces)
+    # turns it on.
+    discovery = False
+
     def start(self, extra=()):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.log = open(self.log_path, "ab")
+        quiet = [] if self.discovery else ["--no-mdns", "--no-ble"]
         self.proc = subprocess.Popen(
-            [self.agent_bin, "--state-dir", self.state_dir, *extra],
+            [self.agent_bin, "--state-dir", self.state_dir, *quiet, *extra],
             stdout=self.log, stderr=self.log, env=self.env)
         sock = os.path.join(self.state_dir, "control.sock")
         deadline = time.time() + 10
