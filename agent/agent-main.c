@@ -341,6 +341,9 @@ int main(int argc, char **argv)
 							agent_pairing_active};
 		memset(&dopt, 0, sizeof(dopt));
 		dopt.port = net_listen_port(a.net);
+		/* Tests watch several rotations; nothing else should set it. */
+		if (getenv("PKSYNC_TEST_ROTATE_MS") != NULL)
+			dopt.rotate_ms = strtoull(getenv("PKSYNC_TEST_ROTATE_MS"), NULL, 10);
 		/* Without any mDNS stack the agent still syncs with known addresses. */
 		if (discovery_new(a.loop, a.vault, &a.log, &dopt, &dcb, &a, &disc) != PKS_OK)
 			disc = NULL;

@@ -91,7 +91,7 @@ static void discovery_check(struct discovery *d, bool force)
 	pairing = member && d->cb.pairing != NULL && d->cb.pairing(d->user);
 
 	if (force || member != d->as_member || pairing != d->as_pairing ||
-	    (d->published && uv_now(d->loop) - d->rotated_at >= DISCOVERY_ROTATE_MS))
+	    (d->published && uv_now(d->loop) - d->rotated_at >= d->opt.rotate_ms))
 		discovery_publish(d, member, pairing);
 }
 
@@ -225,6 +225,8 @@ int discovery_new(uv_loop_t *loop, struct vault *v, const struct pks_logger *log
 	d->cb = *cb;
 	d->user = user;
 	d->opt = *opt;
+	if (d->opt.rotate_ms == 0)
+		d->opt.rotate_ms = DISCOVERY_ROTATE_MS;
 	memset(&mo, 0, sizeof(mo));
 	mo.backend = opt->backend;
 	r = mdns_new_opts(loop, log, &discovery_mdns_cb, d, &mo, &d->mdns);

@@ -41,6 +41,7 @@ struct discovery_cb {
 struct discovery_options {
 	uint16_t port; /* the TCP port others should dial; 0: publish nothing */
 	enum mdns_backend_choice backend;
+	uint64_t rotate_ms; /* 0: DISCOVERY_ROTATE_MS */
 };
 
 /* Starts browsing (and publishing once the vault allows). PKS_ERR_NOMEM, or
