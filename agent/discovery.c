@@ -25,6 +25,13 @@ struct discovery {
 	/* What is published now. */
 	bool published, as_member, as_pairing;
 	uint64_t rotated_at;
+	/* Devices in pairing mode now, told again at every tick: a join may
+	   start after the announcement was first seen. */
+	struct {
+		char instance[MDNS_INSTANCE_MAX + 1];
+		char addr[TCP_ADDR_MAX + 1];
+	} sponsors[DISCOVERY_SPONSORS_MAX];
+	size_t n_sponsors;
 };
 
 /* ---- publishing ---- */
@@ -97,7 +104,37 @@ static void discovery_check(struct discovery *d, bool force)
 
 static void discovery_tick(uv_timer_t *t)
 {
-	discovery_check(t->data, false);
+	struct discovery *d = t->data;
+
+	discovery_check(d, false);
+	for (size_t i = 0; i < d->n_sponsors && d->cb.sponsor != NULL; i++)
+		d->cb.sponsor(d->user, d->sponsors[i].addr);
+}
+
+static void discovery_forget_sponsor(struct discovery *d, const char *instance)
+{
+	for (size_t i = 0; i < d->n_sponsors; i++) {
+		if (strcmp(d->sponsors[i].instance, instance) != 0)
+			continue;
+		d->sponsors[i] = d->sponsors[--d->n_sponsors];
+		return;
+	}
+}
+
+static void discovery_remember_sponsor(struct discovery *d, const char *instance, const char *addr)
+{
+	size_t i;
+
+	for (i = 0; i < d->n_sponsors; i++)
+		if (strcmp(d->sponsors[i].instance, instance) == 0)
+			break;
+	if (i == d->n_sponsors) {
+		if (d->n_sponsors == DISCOVERY_SPONSORS_MAX)
+			return;
+		d->n_sponsors++;
+	}
+	snprintf(d->sponsors[i].instance, sizeof(d->sponsors[i].instance), "%s", instance);
+	snprintf(d->sponsors[i].addr, sizeof(d->sponsors[i].addr), "%s", addr);
 }
 
 void discovery_rotate(struct discovery *d)
@@ -172,8 +209,13 @@ static void discovery_found(void *user, const struct mdns_found *f)
 	if (discovery_addr_text(f, addr, sizeof(addr)) != PKS_OK)
 		return;
 	p = mdns_txt_get(&txt, "p");
-	if (p != NULL && p->value_len == 1 && p->value[0] == '1' && d->cb.sponsor != NULL)
-		d->cb.sponsor(d->user, addr);
+	if (p != NULL && p->value_len == 1 && p->value[0] == '1') {
+		discovery_remember_sponsor(d, f->instance, addr);
+		if (d->cb.sponsor != NULL)
+			d->cb.sponsor(d->user, addr);
+	} else {
+		discovery_forget_sponsor(d, f->instance);
+	}
 	h = mdns_txt_get(&txt, "h");
 	if (h == NULL || hint_from_hex((const char *)h->value, h->value_len, hint) != 0)
 		return;
@@ -192,8 +234,8 @@ static void discovery_found(void *user, const struct mdns_found *f)
 
 static void discovery_lost(void *user, const char *instance)
 {
-	(void)user, (void)instance;
-	/* Dialers keep their backoff; a device that comes back is found again. */
+	/* Member dialers keep their backoff; a device that comes back is found again. */
+	discovery_forget_sponsor(user, instance);
 }
 
 static const struct mdns_cb discovery_mdns_cb = {discovery_found, discovery_lost, NULL};

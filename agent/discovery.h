@@ -26,6 +26,7 @@
 
 #define DISCOVERY_ROTATE_MS (15u * 60u * 1000u)
 #define DISCOVERY_TICK_MS 1000u
+#define DISCOVERY_SPONSORS_MAX 8
 
 struct discovery;
 
