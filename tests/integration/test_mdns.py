@@ -271,6 +271,25 @@ def ipv4_suite(probes):
     tap(ev is not None, "healed link: h2 finds h1's instance again", b2.log())
     if ev is not None:
         comment("heal->found: %.2f s" % (ev["_at"] - t_heal))
+    # Daemon restarts: the browser's (h2) and the publisher's (h1). Both
+    # processes reconnect to the new daemon (no detour through avahi-core);
+    # the instance comes back.
+    m2, mp = b2.mark(), pub.mark()
+    lab("avahi-start", 2)
+    ev = b2.wait(backend("avahi-client"), 20, m2 + 1)
+    tap(ev is not None and b2.wait(backend("avahi-core"), 0, m2) is None,
+        "h2's browser reconnects to its restarted daemon", b2.log())
+    tap(b2.wait(found("pks-a3", "10.77.0.1"), 15, m2) is not None,
+        "h2 finds h1's instance after its daemon restarted", b2.log())
+    m2 = b2.mark()
+    lab("avahi-start", 1)
+    ev = pub.wait(lambda e: e.get("event") == "published" and e.get("instance") == "pks-a3", 20,
+                  mp)
+    tap(ev is not None and pub.wait(backend("avahi-core"), 0, mp) is None,
+        "h1's publisher republishes through its restarted daemon", pub.log())
+    ev = b2.wait(found("pks-a3", "10.77.0.1"), 20, m2)
+    tap(ev is not None, "h2 finds h1's instance after h1's daemon restarted", b2.log())
+
     pub.stop()
     for b in (b2,):
         tap(b.wait(lost("pks-a3"), 10) is not None,
