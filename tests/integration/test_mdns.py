@@ -330,11 +330,30 @@ def ipv6_suite(probes):
     b3.stop()
 
 
+def clean_stale_labs():
+    """Labs left by runs that were killed (a timeout): their pid is gone."""
+    prefix = "pksync-lab-test-mdns-"
+    for name in os.listdir("/run"):
+        if not name.startswith(prefix):
+            continue
+        try:
+            pid = int(name[len(prefix):])
+            os.kill(pid, 0)
+            continue  # that run is still going
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        subprocess.run([LAB, "down"], env=dict(os.environ, PKSYNC_LAB="/run/" + name),
+                       capture_output=True, timeout=120)
+
+
 def main():
     if os.geteuid() != 0:
         skip("needs root for network namespaces")
     if not os.access(PROBE, os.X_OK):
         skip("no %s" % PROBE)
+    clean_stale_labs()
     r = lab("up", 3, check=False)
     if r.returncode == 77:
         skip(r.stderr.strip().replace("\n", " "))
