@@ -19,7 +19,9 @@
 #endif
 #endif
 
+#ifndef AVAHI_CORE_DL_SANITIZED
 static struct avahi_core_dl avahi_core_dl_table;
+#endif
 static const struct avahi_core_dl *avahi_core_dl_ready;
 static const char *avahi_core_dl_why = "not loaded";
 static pthread_once_t avahi_core_dl_once = PTHREAD_ONCE_INIT;

@@ -877,9 +877,13 @@ static void mdns_schedule(struct mdns *m, enum mdns_action action, uint64_t ms)
    daemon again later. */
 static void mdns_fall_back_to_core(struct mdns *m)
 {
+	int avahi_err = 0;
+
 	mdns_client_stop(m, true);
 	if (mdns_core_start(m, NULL) != PKS_OK) {
-		mdns_schedule(m, MDNS_ACTION_CORE_RESTART, MDNS_CORE_RESTART_MS);
+		/* No embedded stack either: wait for a daemon to appear. */
+		if (mdns_client_start(m, true, &avahi_err) != PKS_OK)
+			mdns_schedule(m, MDNS_ACTION_CORE_RESTART, MDNS_CORE_RESTART_MS);
 		return;
 	}
 	mdns_schedule(m, MDNS_ACTION_RETRY_DAEMON, MDNS_DAEMON_RETRY_MS);
@@ -983,6 +987,8 @@ int mdns_new_opts(uv_loop_t *loop, const struct pks_logger *log, const struct md
 		r = mdns_core_start(m, NULL);
 		if (r == PKS_OK)
 			mdns_schedule(m, MDNS_ACTION_RETRY_DAEMON, MDNS_DAEMON_RETRY_MS);
+		else if (mdns_client_start(m, true, &avahi_err) == PKS_OK)
+			r = PKS_OK; /* no embedded stack: wait for a daemon */
 		break;
 	case MDNS_BACKEND_CLIENT:
 		r = mdns_client_start(m, true, &avahi_err);

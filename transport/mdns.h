@@ -14,7 +14,8 @@
  *    alone it publishes its own host name "pksync-<8 hex>".
  * With the automatic choice the module follows the daemon: it reconnects
  * after the daemon restarts, and while on avahi-core it retries the daemon
- * every MDNS_DAEMON_RETRY_MS and moves back to it. A backend switch reports
+ * every MDNS_DAEMON_RETRY_MS and moves back to it. When avahi-core cannot
+ * run either, it waits for a daemon to appear. A backend switch reports
  * every tracked instance lost; the new backend finds them again.
  *
  * Publishing and browsing are desired state: mdns_publish() and
@@ -57,7 +58,7 @@
 #define MDNS_TRACK_MAX 256u
 /* After the daemon connection fails, wait this long for it to come back
    before switching to avahi-core. */
-#define MDNS_DAEMON_GRACE_MS 3000u
+#define MDNS_DAEMON_GRACE_MS 5000u
 /* While on avahi-core (automatic choice), try the daemon again this often. */
 #define MDNS_DAEMON_RETRY_MS 10000u
 
@@ -101,9 +102,10 @@ struct mdns_opts {
  * Starts the module on loop with the default options. cb is copied, log is
  * copied and may be NULL; user is passed to every callback. The backend is
  * chosen before this returns (avahi_client_new() is synchronous). Errors:
- * PKS_ERR_INVALID, PKS_ERR_NOMEM, PKS_ERR_IO when no backend could start
- * (forced avahi-client without a daemon, or avahi-core failing to open its
- * sockets). *out is written only on success.
+ * PKS_ERR_INVALID, PKS_ERR_NOMEM, PKS_ERR_IO when no backend could start (no
+ * system bus for avahi-client, or avahi-core failing to open its sockets),
+ * PKS_ERR_UNSUPPORTED for a forced avahi-core that cannot be loaded.
+ * *out is written only on success.
  */
 int mdns_new(uv_loop_t *loop, const struct pks_logger *log, const struct mdns_cb *cb, void *user,
 	     struct mdns **out);

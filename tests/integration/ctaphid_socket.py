@@ -67,9 +67,13 @@ class SocketCtapHidConnection(CtapHidConnection):
     KEEPALIVE status it passed on, for the tests to look at.
     """
 
-    def __init__(self, path, read_timeout=40.0):
+    def __init__(self, path, read_timeout=10.0, call_timeout=45.0):
         self.path = path
         self.sock = _connect(path, read_timeout)
+        # fido2 reads for ever while keepalives come; a test must not, so a
+        # whole request/answer gets call_timeout seconds from its first report.
+        self.call_timeout = call_timeout
+        self.deadline = None
         self.cid = BROADCAST
         self.nonce = None
         self.dropped = 0
@@ -87,6 +91,8 @@ class SocketCtapHidConnection(CtapHidConnection):
             raise ValueError("report of %d bytes" % len(data))
         cid = struct.unpack_from(">I", data)[0]
         self.cid = cid
+        if data[4] & TYPE_INIT and data[4] != CANCEL:
+            self.deadline = time.monotonic() + self.call_timeout
         if cid == BROADCAST and data[4] == INIT:
             self.nonce = data[7:15]
         n = self.sock.send(data)
@@ -96,6 +102,8 @@ class SocketCtapHidConnection(CtapHidConnection):
 
     def read_packet(self):
         while True:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise TimeoutError("no CTAPHID answer within %.1f s" % self.call_timeout)
             try:
                 data = self.sock.recv(REPORT_LEN + 1)
             except socket.timeout:
@@ -120,9 +128,9 @@ def descriptor(path):
     return HidDescriptor(path, 0, 0, REPORT_LEN, REPORT_LEN)
 
 
-def open_device(path, read_timeout=40.0):
+def open_device(path, read_timeout=10.0, call_timeout=45.0):
     """A fido2.hid.CtapHidDevice on the agent's socket (INIT done)."""
-    conn = SocketCtapHidConnection(path, read_timeout)
+    conn = SocketCtapHidConnection(path, read_timeout, call_timeout)
     try:
         return CtapHidDevice(descriptor(path), conn)
     except Exception:

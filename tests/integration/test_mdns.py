@@ -271,6 +271,25 @@ def ipv4_suite(probes):
     tap(ev is not None, "healed link: h2 finds h1's instance again", b2.log())
     if ev is not None:
         comment("heal->found: %.2f s" % (ev["_at"] - t_heal))
+    # Daemon restarts: the browser's (h2) and the publisher's (h1). Both
+    # processes reconnect to the new daemon (no detour through avahi-core);
+    # the instance comes back.
+    m2, mp = b2.mark(), pub.mark()
+    lab("avahi-start", 2)
+    ev = b2.wait(backend("avahi-client"), 20, m2 + 1)
+    tap(ev is not None and b2.wait(backend("avahi-core"), 0, m2) is None,
+        "h2's browser reconnects to its restarted daemon", b2.log())
+    tap(b2.wait(found("pks-a3", "10.77.0.1"), 15, m2) is not None,
+        "h2 finds h1's instance after its daemon restarted", b2.log())
+    m2 = b2.mark()
+    lab("avahi-start", 1)
+    ev = pub.wait(lambda e: e.get("event") == "published" and e.get("instance") == "pks-a3", 20,
+                  mp)
+    tap(ev is not None and pub.wait(backend("avahi-core"), 0, mp) is None,
+        "h1's publisher republishes through its restarted daemon", pub.log())
+    ev = b2.wait(found("pks-a3", "10.77.0.1"), 20, m2)
+    tap(ev is not None, "h2 finds h1's instance after h1's daemon restarted", b2.log())
+
     pub.stop()
     for b in (b2,):
         tap(b.wait(lost("pks-a3"), 10) is not None,
@@ -311,11 +330,30 @@ def ipv6_suite(probes):
     b3.stop()
 
 
+def clean_stale_labs():
+    """Labs left by runs that were killed (a timeout): their pid is gone."""
+    prefix = "pksync-lab-test-mdns-"
+    for name in os.listdir("/run"):
+        if not name.startswith(prefix):
+            continue
+        try:
+            pid = int(name[len(prefix):])
+            os.kill(pid, 0)
+            continue  # that run is still going
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        subprocess.run([LAB, "down"], env=dict(os.environ, PKSYNC_LAB="/run/" + name),
+                       capture_output=True, timeout=120)
+
+
 def main():
     if os.geteuid() != 0:
         skip("needs root for network namespaces")
     if not os.access(PROBE, os.X_OK):
         skip("no %s" % PROBE)
+    clean_stale_labs()
     r = lab("up", 3, check=False)
     if r.returncode == 77:
         skip(r.stderr.strip().replace("\n", " "))

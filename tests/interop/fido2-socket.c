@@ -335,12 +335,14 @@ static int cmd_make(const char *path, const char *rp, const char *user, int alg,
 		    "verify: none (no attestation statement; rp id hash, UP and type checked)\n");
 	} else if (fido_cred_x5c_len(cred) > 0) {
 		r = fido_cred_verify(cred);
-		printf("verify: fido_cred_verify %s\n", fido_strerr(r));
+		printf("verify: %s (fido_cred_verify: %s)\n", r == FIDO_OK ? "ok" : "failed",
+		       fido_strerr(r));
 		if (r != FIDO_OK)
 			goto out;
 	} else {
 		r = fido_cred_verify_self(cred);
-		printf("verify: fido_cred_verify_self %s\n", fido_strerr(r));
+		printf("verify: %s (fido_cred_verify_self: %s)\n", r == FIDO_OK ? "ok" : "failed",
+		       fido_strerr(r));
 		if (r != FIDO_OK)
 			goto out;
 	}
@@ -445,7 +447,8 @@ static int cmd_assert(const char *path, const char *rp, const char *cred_b64,
 	   the key file names which one the caller means. */
 	for (i = 0; i < fido_assert_count(as); i++) {
 		r = fido_assert_verify(as, i, alg, pk);
-		printf("verify %zu: fido_assert_verify %s\n", i, fido_strerr(r));
+		printf("verify %zu: %s (fido_assert_verify: %s)\n", i,
+		       r == FIDO_OK ? "ok" : "failed", fido_strerr(r));
 		if (r == FIDO_OK)
 			ret = 0;
 	}
