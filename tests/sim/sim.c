@@ -298,6 +298,12 @@ struct sim_link {
 	unsigned int p_drop, p_dup, p_reorder, p_cut; /* permille per message */
 	bool synced[2], equal[2];
 	bool shared; /* keys shared once both sessions were live */
+	/*
+	 * 1 + the side whose session failed and closes gracefully, 0 when
+	 * none: what it sent still reaches the peer (see sim_link_fail()).
+	 */
+	int closing;
+	char close_why[96];
 };
 
 /* A CREATE the simulation authored, to check that key material stays. */
@@ -1165,6 +1171,36 @@ static void sim_link_close(struct sim_link *l, const char *why)
 		l->busy[s] = false;
 	}
 	l->up = false;
+	l->closing = 0;
+}
+
+/*
+ * A session failed on side k (a refused peer, a protocol error): its owner
+ * closes the connection as transport/tcp.c's tcp_conn_close() does. It
+ * stops reading (what the peer sent and did not get through is lost, as is
+ * anything the peer sends now) but lets what it already queued leave
+ * (uv_shutdown after the queue, within a linger time). The refusal of a
+ * revoked peer is the way it learns of its revocation: the refusing side
+ * has sent the MEMB_OPS it lacks before it checks peer_allowed, and
+ * dropping them with the refusal (as an abrupt close did here) left the
+ * revoked device counting itself a member for good when every member
+ * refused it before those ops arrived. The link closes for good once the
+ * queue is delivered (or a fault cuts it).
+ */
+static void sim_link_fail(struct sim_link *l, int k, const char *why)
+{
+	if (!l->up || l->closing != 0)
+		return;
+	l->sim->st.closes_error++;
+	sim_log(l->sim, "link %d-%d: %d closes: %s (phases %d/%d, %zu messages to deliver)", l->a,
+		l->b, k == 0 ? l->a : l->b, why, (int)sync_session_phase(l->s[0]),
+		(int)sync_session_phase(l->s[1]), l->q[k].n);
+	snprintf(l->close_why, sizeof(l->close_why), "%s", why);
+	sim_queue_clear(&l->q[1 - k]);
+	l->busy[0] = l->busy[1] = false;
+	l->closing = 1 + k;
+	if (l->q[k].n == 0)
+		sim_link_close(l, l->close_why);
 }
 
 /*
@@ -1198,6 +1234,11 @@ static int sim_cb_send(void *user, const uint8_t *msg, size_t len)
 	if (len > SYNC_MSG_MAX)
 		sim_failf(l->sim, "link %d-%d: a %zu-byte message exceeds SYNC_MSG_MAX", l->a, l->b,
 			  len);
+	if (l->closing != 0) {
+		/* Written to a connection its peer no longer reads: lost. */
+		sim_check_sent(l, e->side, msg, len);
+		return PKS_OK;
+	}
 	if (l->q[e->side].n >= SIM_QUEUE_MAX || (l->cap != 0 && l->q[e->side].n >= l->cap)) {
 		l->busy[e->side] = true;
 		l->sim->st.busy++;
@@ -1309,22 +1350,31 @@ static void sim_push_dirty(struct sim *sim)
 			any = true;
 			for (int j = 0; j < sim->n; j++) {
 				struct sim_link *l;
-				int r;
+				int r, side;
 
 				if (j == i)
 					continue;
 				l = sim_link_get(sim, i, j);
-				if (!l->up)
+				side = i == l->a ? 0 : 1;
+				/* A session that failed gets nothing; its peer runs on. */
+				if (!l->up || l->closing == 1 + side)
 					continue;
-				r = sync_session_local_change(l->s[i == l->a ? 0 : 1]);
+				r = sync_session_local_change(l->s[side]);
 				if (r != PKS_OK && sim->healing && r != PKS_ERR_REJECTED)
 					sim_failf(sim, "heal: local_change on %d->%d: %s", i, j,
 						  pks_strerror(r));
 				if (r != PKS_OK) {
-					sim->st.closes_error++;
-					sim_log(sim, "local_change on %d->%d: %s", i, j,
-						pks_strerror(r));
-					sim_link_close(l, "local_change failed");
+					char why[96];
+
+					snprintf(why, sizeof(why), "local_change on %d->%d: %s", i,
+						 j, pks_strerror(r));
+					if (l->closing != 0) {
+						/* Both ends gave up. */
+						sim->st.closes_error++;
+						sim_link_close(l, why);
+					} else {
+						sim_link_fail(l, side, why);
+					}
 				}
 			}
 		}
@@ -1340,7 +1390,7 @@ static bool sim_link_pending(const struct sim_link *l)
 
 static bool sim_link_live(const struct sim_link *l)
 {
-	return l->up && sync_session_phase(l->s[0]) == SYNC_PHASE_LIVE &&
+	return l->up && l->closing == 0 && sync_session_phase(l->s[0]) == SYNC_PHASE_LIVE &&
 	       sync_session_phase(l->s[1]) == SYNC_PHASE_LIVE;
 }
 
@@ -1386,11 +1436,21 @@ static void sim_deliver(struct sim *sim, struct sim_link *l, int side)
 			 pks_strerror(r));
 		if (sim->healing && r != PKS_ERR_REJECTED)
 			sim_failf(sim, "heal: session %d-%d, perfect channel: %s", l->a, l->b, why);
-		sim->st.closes_error++;
-		sim_link_close(l, why);
+		if (l->closing != 0) {
+			/* Both ends gave up; the other stopped reading already. */
+			sim->st.closes_error++;
+			sim_link_close(l, why);
+		} else {
+			sim_link_fail(l, 1 - side, why);
+		}
 		return;
 	}
 drained:
+	if (l->up && l->closing != 0) {
+		if (l->q[l->closing - 1].n == 0)
+			sim_link_close(l, l->close_why);
+		return;
+	}
 	if (l->up && !l->shared && sim_link_live(l)) {
 		l->shared = true;
 		sim_keyshare(sim, sim->r[l->a], sim->r[l->b]);
@@ -1400,10 +1460,8 @@ drained:
 		r = sync_session_drained(l->s[side]);
 		if (r != PKS_OK && sim->healing)
 			sim_failf(sim, "heal: drained on %d-%d: %s", l->a, l->b, pks_strerror(r));
-		if (r != PKS_OK) {
-			sim->st.closes_error++;
-			sim_link_close(l, "drained failed");
-		}
+		if (r != PKS_OK)
+			sim_link_fail(l, side, "drained failed");
 	}
 }
 
