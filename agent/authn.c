@@ -55,6 +55,8 @@ struct authn_client {
 	int fd;
 	uv_poll_t poll;
 	bool used;
+	/* uv_close() issued, its callback not run yet: the slot is not free. */
+	bool closing;
 };
 
 struct authn {
@@ -520,6 +522,7 @@ static void authn_client_closed(uv_handle_t *h)
 	struct authn_client *c = h->data;
 	struct authn *a = c->a;
 
+	c->closing = false;
 	if (--a->open_handles == 0)
 		authn_release(a);
 }
@@ -529,6 +532,7 @@ static void authn_client_drop(struct authn_client *c)
 	if (!c->used)
 		return;
 	c->used = false;
+	c->closing = true;
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, authn_client_closed);
 	close(c->fd);
@@ -573,7 +577,7 @@ static void authn_accept(uv_poll_t *p, int status, int events)
 	if (fd < 0)
 		return;
 	for (size_t i = 0; i < AUTHN_SOCKET_CLIENTS_MAX && slot == NULL; i++)
-		if (!a->clients[i].used)
+		if (!a->clients[i].used && !a->clients[i].closing)
 			slot = &a->clients[i];
 	if (slot == NULL) {
 		pks_log(&a->log, PKS_LOG_WARN,
@@ -818,6 +822,7 @@ void authn_free(struct authn *a)
 		if (!c->used)
 			continue;
 		c->used = false;
+		c->closing = true;
 		uv_poll_stop(&c->poll);
 		uv_close((uv_handle_t *)&c->poll, authn_client_closed);
 		close(c->fd);

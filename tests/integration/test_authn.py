@@ -694,13 +694,6 @@ def latency_over_the_socket():
     note("the prompted figures include starting the fake pinentry (python3) each time")
 
 
-# agent/authn.c authn_client_drop() marks the slot free before uv_close() has
-# finished, so authn_accept() can uv_poll_init() the handle still being
-# closed: libuv aborts (uv__finish_close assertion). Remove when fixed.
-tap.todo["reconnect_right_after_a_client_leaves"] = (
-    "agent aborts when a client slot is reused before its uv_close callback")
-
-
 @tap.case
 def reconnect_right_after_a_client_leaves():
     """A browser closes the device as another program opens it: the agent
