@@ -336,6 +336,16 @@ static void ble_link_finish(struct ble_link *l, int err)
 		if (l->cb.on_close != NULL)
 			l->cb.on_close(l->user, l, err);
 	}
+	if (l->f != NULL) {
+		struct ble_frag_stats st;
+		ble_frag_get_stats(l->f, &st);
+		pks_log(&b->log, PKS_LOG_DEBUG,
+			"ble: link %s: %llu datagrams out, %llu in, %llu resent, %llu duplicates, "
+			"srtt %u ms",
+			l->peer, (unsigned long long)st.dgrams_out,
+			(unsigned long long)st.dgrams_in, (unsigned long long)st.retransmits,
+			(unsigned long long)st.dup_in, st.srtt_ms);
+	}
 	ble_frag_free(l->f);
 	l->f = NULL;
 	uv_close((uv_handle_t *)&l->timer, ble_link_on_timer_close);
@@ -1304,15 +1314,19 @@ static unsigned ble_read_mtu_option(sd_bus_message *m)
 	return mtu;
 }
 
-static void ble_note_mtu(struct ble *b, unsigned mtu)
+/*
+ * The MTU accepted links send with. BlueZ calls AcquireNotify once per
+ * subscription epoch (the first subscriber after none), so its MTU is the
+ * one to use until the fd closes; a central joining later with a smaller
+ * MTU would get cut notifications, which its link detects and closes.
+ */
+static void ble_note_mtu(struct ble *b, unsigned mtu, bool notify)
 {
 	if (mtu < BLE_FRAG_MTU_MIN)
 		mtu = BLE_FRAG_MTU_MIN;
 	if (mtu > BLE_FRAG_MTU_MAX)
 		mtu = BLE_FRAG_MTU_MAX;
-	/* One notify fd for every central: send no more than the smallest
-	   MTU seen, or BlueZ would cut datagrams for some of them. */
-	if (b->per_mtu == 0 || mtu < b->per_mtu)
+	if (notify || b->per_mtu == 0)
 		b->per_mtu = mtu;
 }
 
@@ -1444,7 +1458,7 @@ static int ble_per_acquire(sd_bus_message *m, struct ble *b, bool write)
 	int sv[2] = {-1, -1};
 	int r;
 
-	ble_note_mtu(b, mtu != 0 ? mtu : BLE_FRAG_MTU_MIN);
+	ble_note_mtu(b, mtu != 0 ? mtu : BLE_FRAG_MTU_MIN, !write);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
 		return sd_bus_reply_method_errorf(m, "org.bluez.Error.Failed", "socketpair: %s",
 						  strerror(errno));
@@ -1976,6 +1990,11 @@ void ble_free(struct ble *b)
 {
 	if (b == NULL)
 		return;
+	/* Radio links we made as central are ours to drop. */
+	for (struct ble_link *l = b->links; l != NULL; l = l->next)
+		if (l->central && l->dev_path[0] != '\0' && l->stage != BLE_STAGE_CONNECT)
+			(void)sd_bus_call_method_async(b->bus, NULL, BLUEZ, l->dev_path,
+						       IFACE_DEVICE, "Disconnect", NULL, NULL, "");
 	b->freeing = true;
 	while (b->links != NULL)
 		ble_link_finish(b->links, PKS_ERR_CLOSED);
@@ -1993,6 +2012,9 @@ void ble_free(struct ble *b)
 	sd_bus_slot_unref(b->match_owner);
 	/* Closing the connection makes bluetoothd drop our advertisement and
 	   application; the attachment holds the bus until its handles close. */
+	/* Hand the last calls (Disconnect, Unregister*) to the daemon; this
+	   only waits for the local socket. */
+	(void)sd_bus_flush(b->bus);
 	sdbus_uv_detach(b->uv);
 	sd_bus_unref(b->bus);
 	free(b);
