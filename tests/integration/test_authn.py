@@ -13,11 +13,9 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -31,7 +29,7 @@ from fido2 import cbor  # noqa: E402
 from fido2.client import Fido2Client  # noqa: E402
 from fido2.cose import CoseKey  # noqa: E402
 from fido2.ctap import STATUS, CtapError  # noqa: E402
-from fido2.ctap2 import AttestedCredentialData, Ctap2  # noqa: E402
+from fido2.ctap2 import Ctap2  # noqa: E402
 from fido2.hid import CTAPHID  # noqa: E402
 from fido2.server import Fido2Server  # noqa: E402
 from fido2.webauthn import PublicKeyCredentialParameters  # noqa: E402
@@ -724,6 +722,25 @@ def reconnect_right_after_a_client_leaves():
 
 
 # --- user verification with the vault passphrase ----------------------------
+
+# agent/authn.c passes vault_has_passphrase() to ctap2_new() once, when the
+# agent starts, so a vault given a passphrase by 'pksync init' on the running
+# agent is announced without uv until a restart. Remove when fixed.
+tap.todo["uv_offered_as_soon_as_the_vault_has_a_passphrase"] = (
+    "getInfo uv is decided at agent start, before init sets the passphrase")
+
+
+@tap.case
+def uv_offered_as_soon_as_the_vault_has_a_passphrase():
+    lab = Lab()
+    try:
+        d = lab.founder("uvinit", passphrase="a passphrase set by init")
+        ctap = d.ctap2()
+        opts = ctap.get_info().options
+        assert opts.get("uv") is True, "getInfo options after init: %r" % opts
+    finally:
+        lab.cleanup()
+
 
 @tap.case
 def user_verification_with_the_passphrase():
