@@ -91,6 +91,12 @@ struct authn {
 	struct ctap2_pending what;
 	bool asked_pin;
 	struct pinentry *prompt;
+
+	/* getInfo's uv follows whether the vault has a passphrase now. */
+	bool uv_configured;
+	/* Wrong passphrases: further verification is refused for a growing time. */
+	unsigned int uv_failures;
+	uint64_t uv_blocked_until;
 };
 
 struct authn_handle {
@@ -364,9 +370,20 @@ static void authn_answered(void *user, enum pinentry_result res, const char *pin
 			outcome = CTAP2_OUTCOME_PRESENT;
 		} else if (vault_check_passphrase(a->vault, pin, pin_len) == PKS_OK) {
 			outcome = CTAP2_OUTCOME_VERIFIED;
+			a->uv_failures = 0;
 		} else {
+			uint64_t wait_ms;
+			if (a->uv_failures < 16)
+				a->uv_failures++;
+			/* 1 s, 2 s, 4 s ... at most a minute, like unlock's delays. */
+			wait_ms = (uint64_t)1000u << (a->uv_failures - 1);
+			if (wait_ms > 60000u)
+				wait_ms = 60000u;
+			a->uv_blocked_until = authn_now(a) + wait_ms;
 			pks_log(&a->log, PKS_LOG_WARN,
-				"authenticator: wrong passphrase; request refused");
+				"authenticator: wrong passphrase; request refused, verification "
+				"blocked for %llu s",
+				(unsigned long long)(wait_ms / 1000u));
 			outcome = CTAP2_OUTCOME_DENIED;
 		}
 		break;
@@ -455,9 +472,27 @@ static void authn_request(void *user, uint32_t cid, uint8_t cmd, const uint8_t *
 		ctaphid_respond(a->hid, cid, cmd, &err, 1);
 		return;
 	}
+	/* A passphrase set or removed since: getInfo and uv follow (the
+	   getNextAssertion state of the old authenticator goes with it). */
+	if (vault_has_passphrase(a->vault) != a->uv_configured) {
+		struct ctap2 *fresh = NULL;
+		if (ctap2_new(&authn_backend, a, authn_aaguid, vault_has_passphrase(a->vault),
+			      &fresh) == PKS_OK) {
+			ctap2_free(a->ctap);
+			a->ctap = fresh;
+			a->uv_configured = vault_has_passphrase(a->vault);
+		}
+	}
 	memset(&a->what, 0, sizeof(a->what));
 	status = ctap2_begin(a->ctap, data, len, authn_now(a), &a->what, &resp, &resp_len);
 	if (status == CTAP2_OK && a->what.needs_up && resp == NULL) {
+		if (a->what.needs_uv && authn_now(a) < a->uv_blocked_until) {
+			/* Too many wrong passphrases lately: no prompt at all. */
+			status = ctap2_finish(a->ctap, CTAP2_OUTCOME_DENIED, authn_now(a), &resp,
+					      &resp_len);
+			authn_respond(a, cid, status, resp, resp_len);
+			return;
+		}
 		authn_ask(a, cid);
 		return;
 	}
@@ -784,10 +819,10 @@ int authn_new(uv_loop_t *loop, struct vault *vault, const struct authn_options *
 		authn_release(a);
 		return PKS_ERR_NOMEM;
 	}
+	a->uv_configured = vault_has_passphrase(vault);
 	r = ctaphid_new(&authn_hid_cb, a, &a->hid);
 	if (r == PKS_OK)
-		r = ctap2_new(&authn_backend, a, authn_aaguid, vault_has_passphrase(vault),
-			      &a->ctap);
+		r = ctap2_new(&authn_backend, a, authn_aaguid, a->uv_configured, &a->ctap);
 	if (r != PKS_OK) {
 		authn_release(a);
 		return r;

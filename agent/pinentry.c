@@ -23,8 +23,9 @@
 #define PINENTRY_GPG_FULLY_CANCELED 198
 
 #define PINENTRY_CMDS_MAX 10
-/* Our own deadline is the program's plus this, so its timeout wins. */
-#define PINENTRY_GRACE_MS 2000u
+/* Our own deadline is the program's plus this: its timeout usually answers
+   first, and a program that ignores SETTIMEOUT is cut off soon after. */
+#define PINENTRY_GRACE_MS 250u
 
 struct pinentry {
 	uv_loop_t *loop;

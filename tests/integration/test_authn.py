@@ -723,13 +723,6 @@ def reconnect_right_after_a_client_leaves():
 
 # --- user verification with the vault passphrase ----------------------------
 
-# agent/authn.c passes vault_has_passphrase() to ctap2_new() once, when the
-# agent starts, so a vault given a passphrase by 'pksync init' on the running
-# agent is announced without uv until a restart. Remove when fixed.
-tap.todo["uv_offered_as_soon_as_the_vault_has_a_passphrase"] = (
-    "getInfo uv is decided at agent start, before init sets the passphrase")
-
-
 @tap.case
 def uv_offered_as_soon_as_the_vault_has_a_passphrase():
     lab = Lab()
@@ -793,9 +786,19 @@ def user_verification_with_the_passphrase():
                 "wrong passphrase: CTAP error 0x%02x" % e.code
             note("wrong passphrase: CTAP error 0x%02x after %.0f ms"
                  % (e.code, (time.monotonic() - t0) * 1000))
+        # Right after a wrong passphrase, verification is refused without a
+        # prompt for a while (1 s after the first, doubling), like unlock.
+        prompts = sum(1 for l in d.pinentry_log() if l.startswith("GETPIN"))
+        try:
+            ctap.get_assertion("example.com", cdh(), options={"uv": True})
+            raise AssertionError("verification right after a wrong passphrase")
+        except CtapError as e:
+            assert e.code == ERR_OPERATION_DENIED, "0x%02x" % e.code
+        assert sum(1 for l in d.pinentry_log() if l.startswith("GETPIN")) == prompts, \
+            "a prompt was shown while verification is blocked"
         d.answer("allow", pin=passphrase)
         deadline = time.time() + 15
-        while True:  # the agent may throttle after a wrong passphrase
+        while True:  # the agent throttles after a wrong passphrase
             try:
                 h = cdh()
                 r = ctap.get_assertion("example.com", h, options={"uv": True})

@@ -58,9 +58,9 @@ static void cleanup(const char *program)
 	char dir[256];
 	char *slash;
 
-	if (strncmp(program, "/tmp/pks-pinentry-", 18) != 0)
+	if (strncmp(program, "/tmp/pks-pinentry-", 18) != 0 || strlen(program) >= sizeof(dir))
 		return;
-	snprintf(dir, sizeof(dir), "%s", program);
+	memcpy(dir, program, strlen(program) + 1);
 	slash = strrchr(dir, '/');
 	unlink(program);
 	if (slash != NULL) {
