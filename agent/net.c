@@ -13,6 +13,7 @@
 #include "proto/membership.h"
 #include "proto/noise.h"
 #include "proto/sync.h"
+#include "transport/ble.h"
 #include "transport/tcp.h"
 
 #define NET_PROTOCOL "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2b"
@@ -43,10 +44,21 @@ enum net_state {
 
 struct net_dialer;
 
+/* What a session runs over: a TCP connection or a BLE link. */
+struct net_link {
+	enum net_transport kind;
+	union {
+		struct tcp_conn *tcp;
+		struct ble_link *ble;
+	} u;
+};
+
 struct net_session {
 	struct net *net;
 	struct net_session *next;
-	struct tcp_conn *conn;
+	struct net_link link;
+	/* BLE links have no idle timeout: the handshake must end by then. */
+	uint64_t handshake_deadline_ms;
 	struct net_dialer *dialer;
 	bool outbound;
 	enum net_kind kind;
@@ -85,6 +97,24 @@ struct net_dialer {
 	/* Made for an address discovery reported for this device. */
 	bool discovered;
 	uint8_t device[DEVICE_ID_LEN];
+};
+
+/* A member device seen over BLE. */
+struct net_ble_peer {
+	uint8_t device[DEVICE_ID_LEN];
+	char addr[18];
+	uint64_t first_seen_ms, last_seen_ms;
+	/* Last time a TCP session with the device was up (0: never). */
+	uint64_t tcp_last_ms;
+	uint64_t retry_at_ms, backoff_ms;
+	bool connecting;
+};
+
+/* One ble_connect() in flight (its done callback always runs). */
+struct net_ble_connect {
+	struct net *net;
+	uint8_t device[DEVICE_ID_LEN];
+	bool join;
 };
 
 struct net_waiter {
@@ -136,8 +166,16 @@ struct net {
 		char failure[256];
 		/* No address given: the sponsor is found by discovery. */
 		bool await_sponsor, discovered;
+		/* Connecting to a sponsor over BLE. */
+		bool ble_connecting;
+		uint64_t started_ms;
 	} join;
 	bool discovery;
+	/* BLE: the handle (owned by discovery-ble), members seen, connects in flight. */
+	struct ble *ble;
+	struct net_ble_peer ble_peers[NET_PEERS_MAX];
+	size_t n_ble_peers;
+	size_t ble_pending;
 };
 
 static uint64_t net_now_ms(void)
@@ -167,6 +205,98 @@ static void net_id_hex(const uint8_t id[DEVICE_ID_LEN], char out[17])
 	sodium_bin2hex(out, 17, id, 8);
 }
 
+/* ---- links ---- */
+
+static int net_link_send(const struct net_link *l, const uint8_t *body, size_t len)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return tcp_conn_send(l->u.tcp, body, len);
+	case NET_TRANSPORT_BLE:
+		return ble_link_send(l->u.ble, body, len);
+	}
+	return PKS_ERR_INVALID;
+}
+
+static size_t net_link_queued(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return tcp_conn_queued(l->u.tcp);
+	case NET_TRANSPORT_BLE:
+		return ble_link_queued(l->u.ble);
+	}
+	return 0;
+}
+
+/* What the link still accepts before PKS_ERR_BUSY. */
+static size_t net_link_queue_max(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return TCP_SEND_QUEUE_MAX;
+	case NET_TRANSPORT_BLE:
+		return BLE_SEND_QUEUE_MAX;
+	}
+	return 0;
+}
+
+static void net_link_close(const struct net_link *l, const char *reason)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		tcp_conn_close(l->u.tcp, reason);
+		break;
+	case NET_TRANSPORT_BLE:
+		ble_link_close(l->u.ble, reason);
+		break;
+	}
+}
+
+static const char *net_link_peer(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return tcp_conn_peer(l->u.tcp);
+	case NET_TRANSPORT_BLE:
+		return ble_link_peer(l->u.ble);
+	}
+	return "?";
+}
+
+static uint64_t net_link_bytes_in(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return tcp_conn_bytes_in(l->u.tcp);
+	case NET_TRANSPORT_BLE:
+		return ble_link_bytes_in(l->u.ble);
+	}
+	return 0;
+}
+
+static uint64_t net_link_bytes_out(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return tcp_conn_bytes_out(l->u.tcp);
+	case NET_TRANSPORT_BLE:
+		return ble_link_bytes_out(l->u.ble);
+	}
+	return 0;
+}
+
+const char *net_transport_name(enum net_transport t)
+{
+	switch (t) {
+	case NET_TRANSPORT_TCP:
+		return "tcp";
+	case NET_TRANSPORT_BLE:
+		return "ble";
+	}
+	return "?";
+}
+
 /* ---- sessions: lifetime ---- */
 
 static void net_session_close(struct net_session *s, const char *reason);
@@ -174,6 +304,10 @@ static void net_join_finish(struct net *n, int err, const char *sentence);
 static void net_pair_finish(struct net *n, int err, const char *sentence,
 			    const uint8_t device_id[32], const char *name);
 static void net_waiters_check(struct net *n);
+static struct net_session *net_joiner_session(struct net *n);
+
+/* For BLE links nobody wants any more (closing them still runs on_close). */
+static const struct ble_link_cb net_ble_no_cb;
 
 static void net_session_free(struct net_session *s)
 {
@@ -215,6 +349,33 @@ static void net_release(struct net *n)
 	free(n);
 }
 
+/* A stopped net goes once no session and no BLE connect needs it. */
+static void net_maybe_release(struct net *n)
+{
+	if (n->stopping && n->sessions == NULL && n->ble_pending == 0)
+		net_release(n);
+}
+
+static struct net_ble_peer *net_ble_peer_find(struct net *n, const uint8_t device[DEVICE_ID_LEN])
+{
+	for (size_t i = 0; i < n->n_ble_peers; i++)
+		if (memcmp(n->ble_peers[i].device, device, DEVICE_ID_LEN) == 0)
+			return &n->ble_peers[i];
+	return NULL;
+}
+
+/* A member session with device (any state but closed); tcp_only: over TCP. */
+static bool net_session_with(const struct net *n, const uint8_t device[DEVICE_ID_LEN],
+			     bool tcp_only)
+{
+	for (const struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->kind == NET_MEMBER && s->peer_known && s->state != NET_CLOSED &&
+		    (!tcp_only || s->link.kind == NET_TRANSPORT_TCP) &&
+		    memcmp(s->peer, device, DEVICE_ID_LEN) == 0)
+			return true;
+	return false;
+}
+
 /* Resumes dialers that paused for a device whose session just ended. */
 static void net_resume_dialers(struct net *n, const uint8_t device[DEVICE_ID_LEN])
 {
@@ -227,19 +388,17 @@ static void net_resume_dialers(struct net *n, const uint8_t device[DEVICE_ID_LEN
 	}
 }
 
-static void net_on_close(void *user, struct tcp_conn *c, int err)
+/* The link of s is gone (its on_close): account, tell and free. */
+static void net_session_gone(struct net_session *s, int err)
 {
-	struct net_session *s = user;
 	struct net *n = s->net;
 
-	(void)c;
-	n->bytes_in += tcp_conn_bytes_in(c);
-	n->bytes_out += tcp_conn_bytes_out(c);
+	n->bytes_in += net_link_bytes_in(&s->link);
+	n->bytes_out += net_link_bytes_out(&s->link);
 	if (n->stopping) {
 		net_unlink(n, s);
 		net_session_free(s);
-		if (n->sessions == NULL)
-			net_release(n);
+		net_maybe_release(n);
 		return;
 	}
 	if (s->state == NET_OPEN && s->kind == NET_MEMBER) {
@@ -270,6 +429,15 @@ static void net_on_close(void *user, struct tcp_conn *c, int err)
 		if (!d->is_join && !d->paused)
 			tcp_dialer_connection_lost(d->d);
 	}
+	if (s->peer_known && s->kind == NET_MEMBER && s->link.kind == NET_TRANSPORT_TCP) {
+		/* The LAN went: fail over to BLE after the grace, backoff reset. */
+		struct net_ble_peer *bp = net_ble_peer_find(n, s->peer);
+		if (bp != NULL) {
+			bp->tcp_last_ms = net_now_ms();
+			bp->retry_at_ms = 0;
+			bp->backoff_ms = 0;
+		}
+	}
 	if (s->peer_known && s->kind == NET_MEMBER) {
 		bool other = false;
 		for (struct net_session *o = n->sessions; o != NULL; o = o->next)
@@ -295,14 +463,14 @@ static void net_session_close(struct net_session *s, const char *reason)
 	if (s->state == NET_CLOSED)
 		return;
 	s->state = NET_CLOSED;
-	tcp_conn_close(s->conn, reason);
+	net_link_close(&s->link, reason);
 }
 
 /* ---- sending ---- */
 
 static int net_send_plain(struct net_session *s, const uint8_t *body, size_t len)
 {
-	return tcp_conn_send(s->conn, body, len);
+	return net_link_send(&s->link, body, len);
 }
 
 /* Encrypts and sends one transport message; BUSY (nothing consumed) when the queue is full. */
@@ -316,11 +484,11 @@ static int net_send_sealed(struct net_session *s, const uint8_t *msg, size_t len
 		return PKS_ERR_CLOSED;
 	if (len + 16 > NET_FRAME_MAX)
 		return PKS_ERR_TOO_LARGE;
-	if (tcp_conn_queued(s->conn) + len + 16 + 2 > TCP_SEND_QUEUE_MAX)
+	if (net_link_queued(&s->link) + len + 16 + 2 > net_link_queue_max(&s->link))
 		return PKS_ERR_BUSY;
 	r = noise_cipher_encrypt(s->tx, NULL, 0, msg, len, n->scratch, NET_FRAME_MAX, &out_len);
 	if (r == PKS_OK)
-		r = tcp_conn_send(s->conn, n->scratch, out_len);
+		r = net_link_send(&s->link, n->scratch, out_len);
 	sodium_memzero(n->scratch, out_len);
 	return r;
 }
@@ -384,9 +552,9 @@ static bool net_initiator_lower(const struct net *n, const struct net_session *s
 }
 
 /*
- * One session per pair of devices: of two, keep the one dialed by the
- * device with the smaller id (both ends agree); with the same dialer keep
- * the newer one.
+ * One session per pair of devices: TCP is kept over BLE (LAN preferred);
+ * of two over the same transport, keep the one dialed by the device with
+ * the smaller id (both ends agree); with the same dialer keep the newer one.
  */
 static bool net_keep_new_session(struct net *n, struct net_session *s)
 {
@@ -395,7 +563,9 @@ static bool net_keep_new_session(struct net *n, struct net_session *s)
 		if (o == s || o->state != NET_OPEN || o->kind != NET_MEMBER ||
 		    memcmp(o->peer, s->peer, DEVICE_ID_LEN) != 0)
 			continue;
-		if (o->outbound == s->outbound)
+		if (o->link.kind != s->link.kind)
+			keep_new = s->link.kind == NET_TRANSPORT_TCP;
+		else if (o->outbound == s->outbound)
 			keep_new = true;
 		else
 			keep_new = net_initiator_lower(n, s);
@@ -404,13 +574,17 @@ static bool net_keep_new_session(struct net *n, struct net_session *s)
 				o->dialer->paused = true;
 				memcpy(o->dialer->paused_for, o->peer, DEVICE_ID_LEN);
 			}
-			net_session_close(o, "a newer session with this device replaced it");
+			net_session_close(o, o->link.kind != s->link.kind
+						 ? "the LAN is back: a TCP session replaced it"
+						 : "a newer session with this device replaced it");
 		} else {
 			if (s->dialer != NULL) {
 				s->dialer->paused = true;
 				memcpy(s->dialer->paused_for, s->peer, DEVICE_ID_LEN);
 			}
-			net_session_close(s, "already connected to this device");
+			net_session_close(s, o->link.kind != s->link.kind
+						 ? "already connected to this device over TCP"
+						 : "already connected to this device");
 			return false;
 		}
 	}
@@ -425,7 +599,9 @@ static void net_member_open(struct net_session *s)
 
 	if (!net_keep_new_session(n, s))
 		return;
-	tcp_conn_set_idle_timeout(s->conn, 0);
+	if (s->link.kind == NET_TRANSPORT_TCP)
+		tcp_conn_set_idle_timeout(s->link.u.tcp, 0);
+	s->handshake_deadline_ms = 0;
 	if (s->dialer != NULL)
 		tcp_dialer_reset(s->dialer->d);
 	r = sync_session_new(&vault_replica_ops, n->vault, s->peer, &net_sync_cb, s, &s->sync);
@@ -439,8 +615,8 @@ static void net_member_open(struct net_session *s)
 		return;
 	}
 	n->n_sessions++;
-	pks_log(&n->log, PKS_LOG_INFO, "net: session with %s (%s, %s)", hex, s->addr,
-		s->outbound ? "outbound" : "inbound");
+	pks_log(&n->log, PKS_LOG_INFO, "net: session with %s (%s, %s, %s)", hex, s->addr,
+		net_transport_name(s->link.kind), s->outbound ? "outbound" : "inbound");
 }
 
 /* Checks the peer's static key against the membership (and that it is not us). */
@@ -961,13 +1137,11 @@ static void net_open_frame(struct net_session *s, const uint8_t *body, size_t le
 	sodium_memzero(n->scratch, plain_len);
 }
 
-static void net_on_frame(void *user, struct tcp_conn *c, const uint8_t *body, size_t len)
+static void net_session_frame(struct net_session *s, const uint8_t *body, size_t len)
 {
-	struct net_session *s = user;
 	struct net *n = s->net;
 	uint8_t psk[32];
 
-	(void)c;
 	switch (s->state) {
 	case NET_FIRST:
 		if (body[0] == NET_FIRST_MEMBER && len > 1) {
@@ -1003,66 +1177,111 @@ static void net_on_frame(void *user, struct tcp_conn *c, const uint8_t *body, si
 	}
 }
 
-static void net_on_drain(void *user, struct tcp_conn *c)
+static void net_session_drain(struct net_session *s)
 {
-	struct net_session *s = user;
-
-	(void)c;
 	if (s->state == NET_OPEN && s->sync != NULL && sync_session_drained(s->sync) != PKS_OK)
 		net_session_close(s, "sync failed");
 }
 
+/* TCP and BLE callbacks: the same session underneath. */
+static void net_tcp_frame(void *user, struct tcp_conn *c, const uint8_t *body, size_t len)
+{
+	(void)c;
+	net_session_frame(user, body, len);
+}
+
+static void net_tcp_drain(void *user, struct tcp_conn *c)
+{
+	(void)c;
+	net_session_drain(user);
+}
+
+static void net_tcp_close(void *user, struct tcp_conn *c, int err)
+{
+	(void)c;
+	net_session_gone(user, err);
+}
+
 static const struct tcp_conn_cb net_conn_cb = {
-    .on_frame = net_on_frame,
-    .on_drain = net_on_drain,
-    .on_close = net_on_close,
+    .on_frame = net_tcp_frame,
+    .on_drain = net_tcp_drain,
+    .on_close = net_tcp_close,
 };
 
-static struct net_session *net_session_new(struct net *n, struct tcp_conn *c, bool outbound)
+static void net_ble_frame(void *user, struct ble_link *l, const uint8_t *body, size_t len)
+{
+	(void)l;
+	net_session_frame(user, body, len);
+}
+
+static void net_ble_drain(void *user, struct ble_link *l)
+{
+	(void)l;
+	net_session_drain(user);
+}
+
+static void net_ble_close(void *user, struct ble_link *l, int err)
+{
+	(void)l;
+	net_session_gone(user, err);
+}
+
+static const struct ble_link_cb net_ble_link_cb = {
+    .on_frame = net_ble_frame,
+    .on_drain = net_ble_drain,
+    .on_close = net_ble_close,
+};
+
+static struct net_session *net_session_new(struct net *n, const struct net_link *link,
+					   bool outbound)
 {
 	struct net_session *s = calloc(1, sizeof(*s));
 
 	if (s == NULL) {
-		tcp_conn_close(c, "out of memory");
+		if (link->kind == NET_TRANSPORT_BLE)
+			ble_link_set_cb(link->u.ble, &net_ble_no_cb, NULL);
+		net_link_close(link, "out of memory");
 		return NULL;
 	}
 	s->net = n;
-	s->conn = c;
+	s->link = *link;
 	s->outbound = outbound;
 	s->state = NET_FIRST;
 	s->connected_ms = net_wall_ms();
-	snprintf(s->addr, sizeof(s->addr), "%s", tcp_conn_peer(c));
+	snprintf(s->addr, sizeof(s->addr), "%s", net_link_peer(link));
 	s->next = n->sessions;
 	n->sessions = s;
-	tcp_conn_set_cb(c, &net_conn_cb, s);
-	tcp_conn_set_idle_timeout(c, NET_HANDSHAKE_TIMEOUT_MS);
+	switch (link->kind) {
+	case NET_TRANSPORT_TCP:
+		tcp_conn_set_cb(link->u.tcp, &net_conn_cb, s);
+		tcp_conn_set_idle_timeout(link->u.tcp, NET_HANDSHAKE_TIMEOUT_MS);
+		break;
+	case NET_TRANSPORT_BLE:
+		ble_link_set_cb(link->u.ble, &net_ble_link_cb, s);
+		s->handshake_deadline_ms = net_now_ms() + NET_HANDSHAKE_TIMEOUT_MS;
+		break;
+	}
 	return s;
 }
 
 static void net_on_accept(void *user, struct tcp_conn *c)
 {
-	net_session_new(user, c, false);
+	struct net_link l = {.kind = NET_TRANSPORT_TCP, .u.tcp = c};
+
+	net_session_new(user, &l, false);
 }
 
-static void net_on_connect(void *user, struct tcp_dialer *td, struct tcp_conn *c)
+/* An outbound link is up: start pairing (join) or the member handshake. */
+static void net_outbound_begin(struct net_session *s, bool join)
 {
-	struct net_dialer *d = user;
-	struct net *n = d->net;
-	struct net_session *s;
+	struct net *n = s->net;
 	uint8_t psk[32];
 	uint8_t first[1 + NET_SID_LEN + CPACE_MESSAGE_MAX];
 	size_t len = 0;
 	int r;
 
-	(void)td;
-	s = net_session_new(n, c, true);
-	if (s == NULL)
-		return;
-	s->dialer = d;
-	d->session = s;
-	if (d->is_join) {
+	if (join) {
 		s->kind = NET_JOINER;
-		tcp_dialer_stop(d->d);
 		first[0] = n->join.qr ? NET_FIRST_PAIR_QR : NET_FIRST_PAIR_CODE;
 		randombytes_buf(first + 1, NET_SID_LEN);
 		r = net_cpace_new(&s->cpace, CPACE_ROLE_INITIATOR, n->join.secret, first + 1);
@@ -1090,6 +1309,24 @@ static void net_on_connect(void *user, struct tcp_dialer *td, struct tcp_conn *c
 		return;
 	}
 	s->state = NET_HANDSHAKE;
+}
+
+static void net_on_connect(void *user, struct tcp_dialer *td, struct tcp_conn *c)
+{
+	struct net_dialer *d = user;
+	struct net *n = d->net;
+	struct net_link l = {.kind = NET_TRANSPORT_TCP, .u.tcp = c};
+	struct net_session *s;
+
+	(void)td;
+	s = net_session_new(n, &l, true);
+	if (s == NULL)
+		return;
+	s->dialer = d;
+	d->session = s;
+	if (d->is_join)
+		tcp_dialer_stop(d->d);
+	net_outbound_begin(s, d->is_join);
 }
 
 /* ---- dialers ---- */
@@ -1244,7 +1481,7 @@ int net_pair_start(struct net *n, uint64_t timeout_ms, net_pair_fn fn, void *use
 		return PKS_ERR_LOCKED;
 	if (n->pair.active)
 		return PKS_ERR_BUSY;
-	if (n->listener == NULL)
+	if (n->listener == NULL && n->ble == NULL)
 		return PKS_ERR_STATE;
 	pairing_new_code(n->pair.code);
 	randombytes_buf(secret, sizeof(secret));
@@ -1299,6 +1536,11 @@ static void net_join_finish(struct net *n, int err, const char *sentence)
 		if (d->session != NULL && err != PKS_OK)
 			net_session_close(d->session, "join ended");
 		net_dialer_remove(n, d);
+	}
+	if (err != PKS_OK) {
+		struct net_session *js = net_joiner_session(n);
+		if (js != NULL)
+			net_session_close(js, "join ended");
 	}
 	if (fn != NULL)
 		fn(user, err, sentence);
@@ -1356,7 +1598,8 @@ int net_join(struct net *n, const struct net_join_request *req, net_join_fn fn, 
 	n->join.active = true;
 	n->join.fn = fn;
 	n->join.user = user;
-	n->join.deadline_ms = net_now_ms() + NET_JOIN_TIMEOUT_MS;
+	n->join.started_ms = net_now_ms();
+	n->join.deadline_ms = n->join.started_ms + NET_JOIN_TIMEOUT_MS;
 	if (n->join.peer[0] == '\0') {
 		/* net_sponsor_found() dials once discovery sees a device in pairing mode. */
 		n->join.await_sponsor = true;
@@ -1383,7 +1626,8 @@ fail:
 
 void net_sponsor_found(struct net *n, const char *addr)
 {
-	if (!n->join.active || !n->join.await_sponsor || n->join.dialer != NULL)
+	if (!n->join.active || !n->join.await_sponsor || n->join.dialer != NULL ||
+	    n->join.ble_connecting || net_joiner_session(n) != NULL)
 		return;
 	snprintf(n->join.peer, sizeof(n->join.peer), "%s", addr);
 	n->join.discovered = true;
@@ -1399,10 +1643,9 @@ void net_member_found(struct net *n, const uint8_t device_id[DEVICE_ID_LEN], con
 
 	if (n->stopping || !vault_is_initialized(n->vault) || vault_is_locked(n->vault))
 		return;
-	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
-		if (s->peer_known && s->state != NET_CLOSED &&
-		    memcmp(s->peer, device_id, DEVICE_ID_LEN) == 0)
-			return; /* one session per pair of devices */
+	/* One session per pair of devices; a BLE one gives way to the LAN. */
+	if (net_session_with(n, device_id, true))
+		return;
 	for (d = n->dialers; d != NULL; d = d->next) {
 		if (!d->discovered || memcmp(d->device, device_id, DEVICE_ID_LEN) != 0)
 			continue;
@@ -1434,6 +1677,191 @@ void net_member_found(struct net *n, const uint8_t device_id[DEVICE_ID_LEN], con
 bool net_pairing_active(const struct net *n)
 {
 	return n->pair.active;
+}
+
+/* ---- BLE ---- */
+
+static struct net_session *net_joiner_session(struct net *n)
+{
+	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->kind == NET_JOINER && s->state != NET_CLOSED)
+			return s;
+	return NULL;
+}
+
+void net_set_ble(struct net *n, struct ble *b)
+{
+	n->ble = b;
+}
+
+void net_ble_accepted(struct net *n, struct ble_link *l)
+{
+	struct net_link link = {.kind = NET_TRANSPORT_BLE, .u.ble = l};
+
+	if (n->stopping) {
+		ble_link_set_cb(l, &net_ble_no_cb, NULL);
+		ble_link_close(l, "agent stopping");
+		return;
+	}
+	net_session_new(n, &link, false);
+}
+
+static void net_ble_backoff(struct net_ble_peer *p)
+{
+	p->backoff_ms = p->backoff_ms == 0 ? NET_BLE_BACKOFF_MIN_MS : p->backoff_ms * 2;
+	if (p->backoff_ms > NET_BLE_BACKOFF_MAX_MS)
+		p->backoff_ms = NET_BLE_BACKOFF_MAX_MS;
+	p->retry_at_ms = net_now_ms() + p->backoff_ms;
+}
+
+static void net_ble_connected(void *user, struct ble_link *l, int err)
+{
+	struct net_ble_connect *c = user;
+	struct net *n = c->net;
+	struct net_ble_peer *p = NULL;
+	struct net_link link = {.kind = NET_TRANSPORT_BLE, .u.ble = l};
+	struct net_session *s;
+	const char *why = NULL;
+
+	n->ble_pending--;
+	if (c->join)
+		n->join.ble_connecting = false;
+	else
+		p = net_ble_peer_find(n, c->device);
+	if (p != NULL)
+		p->connecting = false;
+	if (n->stopping)
+		why = "agent stopping";
+	else if (l == NULL) {
+		pks_log(&n->log, PKS_LOG_INFO, "net: BLE connect failed: %s", pks_strerror(err));
+		if (p != NULL)
+			net_ble_backoff(p);
+	} else if (c->join) {
+		if (!n->join.active || net_joiner_session(n) != NULL)
+			why = "join over";
+	} else if (vault_is_locked(n->vault) || net_session_with(n, c->device, false)) {
+		why = "already connected to this device";
+	}
+	if (l != NULL && why != NULL) {
+		ble_link_set_cb(l, &net_ble_no_cb, NULL);
+		ble_link_close(l, why);
+	} else if (l != NULL) {
+		if (p != NULL)
+			p->backoff_ms = 0;
+		s = net_session_new(n, &link, true);
+		if (s != NULL)
+			net_outbound_begin(s, c->join);
+	}
+	free(c);
+	net_maybe_release(n);
+}
+
+static int net_ble_dial(struct net *n, const char *addr, const uint8_t *device, bool join)
+{
+	struct net_ble_connect *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (c == NULL)
+		return PKS_ERR_NOMEM;
+	c->net = n;
+	c->join = join;
+	if (device != NULL)
+		memcpy(c->device, device, DEVICE_ID_LEN);
+	r = ble_connect(n->ble, addr, net_ble_connected, c);
+	if (r != PKS_OK) {
+		free(c);
+		return r;
+	}
+	n->ble_pending++;
+	return PKS_OK;
+}
+
+void net_member_found_ble(struct net *n, const uint8_t device_id[DEVICE_ID_LEN],
+			  const char *address)
+{
+	struct net_ble_peer *p;
+	uint64_t now = net_now_ms();
+
+	if (n->stopping || strlen(address) >= sizeof(p->addr))
+		return;
+	p = net_ble_peer_find(n, device_id);
+	if (p == NULL) {
+		if (n->n_ble_peers == NET_PEERS_MAX) {
+			/* Forget the one seen longest ago. */
+			size_t old = 0;
+			for (size_t i = 1; i < n->n_ble_peers; i++)
+				if (!n->ble_peers[i].connecting &&
+				    n->ble_peers[i].last_seen_ms < n->ble_peers[old].last_seen_ms)
+					old = i;
+			if (n->ble_peers[old].connecting)
+				return;
+			n->ble_peers[old] = n->ble_peers[--n->n_ble_peers];
+		}
+		p = &n->ble_peers[n->n_ble_peers++];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->device, device_id, DEVICE_ID_LEN);
+		p->first_seen_ms = now;
+		pks_log(&n->log, PKS_LOG_INFO, "net: a member is in BLE range at %s", address);
+	}
+	if (strcmp(p->addr, address) != 0) {
+		/* A new address (privacy, another adapter): try it at once. */
+		snprintf(p->addr, sizeof(p->addr), "%s", address);
+		p->retry_at_ms = 0;
+		p->backoff_ms = 0;
+	}
+	p->last_seen_ms = now;
+}
+
+void net_sponsor_found_ble(struct net *n, const char *address)
+{
+	if (n->stopping || n->ble == NULL || !n->join.active || !n->join.await_sponsor ||
+	    n->join.dialer != NULL || n->join.ble_connecting || net_joiner_session(n) != NULL)
+		return;
+	/* mDNS first when it runs: it finds a LAN sponsor within this delay. */
+	if (n->discovery && net_now_ms() < n->join.started_ms + NET_JOIN_BLE_DELAY_MS)
+		return;
+	if (net_ble_dial(n, address, NULL, true) != PKS_OK)
+		return;
+	n->join.ble_connecting = true;
+	n->join.discovered = true;
+	n->join.failure[0] = '\0';
+	snprintf(n->join.peer, sizeof(n->join.peer), "ble:%s", address);
+	pks_log(&n->log, PKS_LOG_INFO, "net: found a device in pairing mode over BLE at %s",
+		address);
+}
+
+/* Dials members seen over BLE that the LAN does not reach (DESIGN §7). */
+static void net_ble_tick(struct net *n)
+{
+	uint64_t now = net_now_ms();
+
+	if (n->ble == NULL || n->stopping || !vault_is_initialized(n->vault) ||
+	    vault_is_locked(n->vault))
+		return;
+	for (size_t i = 0; i < n->n_ble_peers; i++)
+		if (net_session_with(n, n->ble_peers[i].device, true))
+			n->ble_peers[i].tcp_last_ms = now;
+	/* A session whose peer is not known yet may be any of them: wait. */
+	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->state != NET_CLOSED && s->state != NET_OPEN && !s->peer_known)
+			return;
+	for (size_t i = 0; i < n->n_ble_peers; i++) {
+		struct net_ble_peer *p = &n->ble_peers[i];
+		uint64_t since =
+		    p->tcp_last_ms > p->first_seen_ms ? p->tcp_last_ms : p->first_seen_ms;
+		if (p->connecting || now - p->last_seen_ms > NET_BLE_SEEN_MS ||
+		    now - since < NET_BLE_GRACE_MS || now < p->retry_at_ms ||
+		    net_session_with(n, p->device, false) ||
+		    !membership_is_member(vault_membership(n->vault), p->device))
+			continue;
+		if (net_ble_dial(n, p->addr, p->device, false) != PKS_OK) {
+			net_ble_backoff(p);
+			continue;
+		}
+		p->connecting = true;
+		pks_log(&n->log, PKS_LOG_INFO, "net: connecting over BLE to %s (no LAN session)",
+			p->addr);
+	}
 }
 
 /* ---- sync and waiting ---- */
@@ -1491,6 +1919,10 @@ int net_sync(struct net *n, bool wait, uint64_t timeout_ms, net_sync_fn fn, void
 		tcp_dialer_reset(d->d);
 		tcp_dialer_start(d->d);
 	}
+	for (size_t i = 0; i < n->n_ble_peers; i++) {
+		n->ble_peers[i].retry_at_ms = 0;
+		n->ble_peers[i].backoff_ms = 0;
+	}
 	/* Ask every synced peer for its digest again. */
 	for (struct net_session *s = n->sessions; s != NULL; s = s->next) {
 		if (s->kind != NET_MEMBER || s->state != NET_OPEN || s->sync == NULL)
@@ -1517,9 +1949,19 @@ int net_sync(struct net *n, bool wait, uint64_t timeout_ms, net_sync_fn fn, void
 	return PKS_OK;
 }
 
+static void net_ble_tick(struct net *n);
+
 static void net_tick(uv_timer_t *t)
 {
 	struct net *n = t->data;
+	uint64_t now = net_now_ms();
+
+	/* BLE links have no idle timeout: bound the handshake here. */
+	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->handshake_deadline_ms != 0 && s->state != NET_OPEN &&
+		    s->state != NET_CLOSED && now > s->handshake_deadline_ms)
+			net_session_close(s, "handshake timed out");
+	net_ble_tick(n);
 
 	if (n->pair.active && !n->pair.busy && net_now_ms() > n->pair.expires_ms)
 		net_pair_finish(n, PKS_ERR_TIMEOUT,
@@ -1568,7 +2010,9 @@ static int net_peer_json(void *user, const struct membership_device *d)
 	if (o == NULL)
 		return PKS_ERR_NOMEM;
 	json_object_set_new(o, "address", found ? json_string(found->addr) : json_null());
-	json_object_set_new(o, "transport", found ? json_string("tcp") : json_null());
+	json_object_set_new(o, "transport",
+			    found ? json_string(net_transport_name(found->link.kind))
+				  : json_null());
 	if (found != NULL && found->last_sync_ms != 0) {
 		net_rfc3339(found->last_sync_ms, when);
 		json_object_set_new(o, "last_sync", json_string(when));
@@ -1604,8 +2048,8 @@ void net_counters(const struct net *n, uint64_t *bytes_in, uint64_t *bytes_out, 
 	*bytes_in = n->bytes_in;
 	*bytes_out = n->bytes_out;
 	for (struct net_session *s = n->sessions; s != NULL; s = s->next) {
-		*bytes_in += tcp_conn_bytes_in(s->conn);
-		*bytes_out += tcp_conn_bytes_out(s->conn);
+		*bytes_in += net_link_bytes_in(&s->link);
+		*bytes_out += net_link_bytes_out(&s->link);
 	}
 	*sessions = n->n_sessions;
 }
@@ -1683,8 +2127,9 @@ void net_free(struct net *n)
 		tcp_listener_close(n->listener);
 	uv_timer_stop(n->tick);
 	uv_close((uv_handle_t *)n->tick, net_tick_closed);
-	/* Sessions free themselves in their close callbacks, which need n. */
+	/* Sessions free themselves in their close callbacks, which need n; so
+	   do BLE connects in flight (ble_free() completes them). */
+	n->ble = NULL;
 	n->stopping = true;
-	if (n->sessions == NULL)
-		net_release(n);
+	net_maybe_release(n);
 }

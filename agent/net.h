@@ -27,8 +27,29 @@
 #define NET_PAIR_DEFAULT_TIMEOUT_S 300
 #define NET_JOIN_TIMEOUT_MS 30000
 #define NET_HANDSHAKE_TIMEOUT_MS 15000
+/* LAN first: a member seen over BLE is dialed over BLE only after this long
+   with no TCP session with it (nor one being set up). */
+#define NET_BLE_GRACE_MS 3000
+/* A BLE sighting older than this no longer counts as "seen". */
+#define NET_BLE_SEEN_MS 60000
+/* Failed BLE connects to one device back off from MIN doubling up to MAX. */
+#define NET_BLE_BACKOFF_MIN_MS 2000
+#define NET_BLE_BACKOFF_MAX_MS 60000
+/* A joiner with no address gives mDNS this long before a BLE sponsor. */
+#define NET_JOIN_BLE_DELAY_MS 1500
 
 struct net;
+struct ble;
+struct ble_link;
+
+/* What a session runs over (status --json "transport"). */
+enum net_transport {
+	NET_TRANSPORT_TCP,
+	NET_TRANSPORT_BLE,
+};
+
+/* "tcp" or "ble". */
+const char *net_transport_name(enum net_transport t);
 
 struct net_options {
 	const char *listen;       /* "ADDR:PORT"; NULL: no listener */
@@ -90,6 +111,22 @@ int net_sync(struct net *n, bool wait, uint64_t timeout_ms, net_sync_fn fn, void
 void net_member_found(struct net *n, const uint8_t device_id[32], const char *addr);
 /* Discovery saw a device in pairing mode: a join waiting for its sponsor dials it. */
 void net_sponsor_found(struct net *n, const char *addr);
+/*
+ * BLE (agent/discovery-ble.h owns the struct ble): the handle member and
+ * join sessions connect through; NULL turns BLE dialing off. Set it to NULL
+ * before freeing the handle while n lives; after net_free() the handle may
+ * be freed at any time (its callbacks still find n).
+ */
+void net_set_ble(struct net *n, struct ble *b);
+/* A central opened a BLE link to us: a session starts on it (like accept). */
+void net_ble_accepted(struct net *n, struct ble_link *l);
+/* BLE discovery saw a member device at address ("AA:BB:CC:DD:EE:FF"): it is
+   connected over BLE when no TCP session with it exists (see
+   NET_BLE_GRACE_MS). */
+void net_member_found_ble(struct net *n, const uint8_t device_id[32], const char *address);
+/* BLE discovery saw a device in pairing mode: a join waiting for a sponsor
+   (and not finding one over mDNS) connects to it. */
+void net_sponsor_found_ble(struct net *n, const char *address);
 /* This device shows a pairing code now. */
 bool net_pairing_active(const struct net *n);
 
