@@ -121,6 +121,16 @@ static void discovery_forget_sponsor(struct discovery *d, const char *instance)
 	}
 }
 
+static void discovery_forget_sponsor_at(struct discovery *d, const char *addr)
+{
+	for (size_t i = 0; i < d->n_sponsors;) {
+		if (strcmp(d->sponsors[i].addr, addr) == 0)
+			d->sponsors[i] = d->sponsors[--d->n_sponsors];
+		else
+			i++;
+	}
+}
+
 static void discovery_remember_sponsor(struct discovery *d, const char *instance, const char *addr)
 {
 	size_t i;
@@ -214,7 +224,10 @@ static void discovery_found(void *user, const struct mdns_found *f)
 		if (d->cb.sponsor != NULL)
 			d->cb.sponsor(d->user, addr);
 	} else {
+		/* Not (or no longer) pairing: also under an older name at this address,
+		   since a device renames itself whenever it leaves pairing mode. */
 		discovery_forget_sponsor(d, f->instance);
+		discovery_forget_sponsor_at(d, addr);
 	}
 	h = mdns_txt_get(&txt, "h");
 	if (h == NULL || hint_from_hex((const char *)h->value, h->value_len, hint) != 0)

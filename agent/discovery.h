@@ -25,7 +25,7 @@
 #include "transport/mdns.h"
 
 #define DISCOVERY_ROTATE_MS (15u * 60u * 1000u)
-#define DISCOVERY_TICK_MS 1000u
+#define DISCOVERY_TICK_MS 250u
 #define DISCOVERY_SPONSORS_MAX 8
 
 struct discovery;
