@@ -10,8 +10,15 @@
  * backed on every datagram, selective acks in pure acks, retransmission on an
  * adaptive timer (RFC 6298 style, Karn's rule), keepalives and a dead-peer
  * timeout. Memory per link is bounded: the send queue by send_queue_max, the
- * send and receive windows by window * BLE_FRAG_DGRAM_MAX, and reassembly by
- * FRAME_MAX.
+ * send and receive windows by 2 * BLE_FRAG_WINDOW_MAX * BLE_FRAG_DGRAM_MAX
+ * (about 33 KB, inline), and reassembly by the announced frame length
+ * (<= FRAME_MAX).
+ *
+ * Sequence numbers are 8 bits and the window at most 32, so a datagram the
+ * channel delays by more than about seven windows of progress could be
+ * taken for a new one. GATT delivers in order (the sim too), so this only
+ * matters for channels that reorder that much; the unit tests reorder
+ * within tens of milliseconds.
  *
  * Datagram format, every field big-endian:
  *
@@ -161,7 +168,9 @@ int ble_frag_output(struct ble_frag *f, uint64_t now_ms, uint8_t *out, size_t ca
 int ble_frag_check(struct ble_frag *f, uint64_t now_ms);
 
 /* When ble_frag_output() or ble_frag_check() should next run (absolute ms);
-   UINT64_MAX for never. */
+   UINT64_MAX for never. Work that is ready now (data in the window,
+   resends) is not counted: keep calling output while the fd takes
+   datagrams, and use this when it gives 0 bytes. */
 uint64_t ble_frag_deadline(const struct ble_frag *f);
 
 /*

@@ -26,7 +26,12 @@
  *
  * Peer texts: "ble:AA:BB:CC:DD:EE:FF" for links we made as central; for
  * links accepted as peripheral "ble:central/TAG" (hex), since a write on the
- * shared fd does not say which device sent it.
+ * shared fd does not say which device sent it. Accepted links send with the
+ * MTU BlueZ gave with AcquireNotify (once per subscription epoch); a later
+ * central with a smaller MTU would see cut notifications and its link
+ * fails. A peripheral learns that a central left only from the link (its
+ * CLOSE, the dead-peer timeout) or from the notify fd closing when the last
+ * subscriber leaves.
  *
  * Handles are freed asynchronously, libuv style: after ble_free() the loop
  * must run until the close callbacks have fired before uv_loop_close().
@@ -143,12 +148,12 @@ typedef void (*ble_connect_fn)(void *user, struct ble_link *l, int err);
 
 /*
  * Connects to address ("AA:BB:CC:DD:EE:FF", as reported by the peer
- * callback) as central and opens a link. done runs exactly once from the
- * loop: with the open link (set its callbacks there) and PKS_OK, or with
- * NULL and PKS_ERR_NOT_FOUND (no such device or no pksync service),
- * PKS_ERR_STATE (no adapter), PKS_ERR_TIMEOUT, PKS_ERR_IO (BlueZ refused),
- * PKS_ERR_CLOSED (ble_free()). Returns PKS_ERR_INVALID for a bad address,
- * PKS_ERR_NOMEM, else PKS_OK.
+ * callback) as central and opens a link. BlueZ only knows devices it has
+ * seen, so scan first: an address never seen gives PKS_ERR_NOT_FOUND. done runs exactly once from
+ * the loop: with the open link (set its callbacks there) and PKS_OK, or with NULL and
+ * PKS_ERR_NOT_FOUND (no such device or no pksync service), PKS_ERR_STATE (no adapter),
+ * PKS_ERR_TIMEOUT, PKS_ERR_IO (BlueZ refused), PKS_ERR_CLOSED (ble_free()). Returns PKS_ERR_INVALID
+ * for a bad address, PKS_ERR_NOMEM, else PKS_OK.
  */
 int ble_connect(struct ble *b, const char *address, ble_connect_fn done, void *user);
 

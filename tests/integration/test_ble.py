@@ -52,6 +52,7 @@ if not os.access(PROBE, os.X_OK):
     sys.exit(1)
 
 results = []
+PROBES = []
 
 
 def check(ok, name, detail=""):
@@ -77,6 +78,7 @@ class Probe:
         self.p = subprocess.Popen([PROBE, "--bus", bus, "-v"] + list(args),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.err = []
+        PROBES.append(self)
         threading.Thread(target=self._read, args=(self.p.stdout, True), daemon=True).start()
         threading.Thread(target=self._read, args=(self.p.stderr, False), daemon=True).start()
 
@@ -216,7 +218,11 @@ def main():
         check(rc == 0 and done is not None, "serving resumes after bluetoothd restarts",
               pr.log() + "\n" + server.log())
 
-        server.stop()
+        rc = server.stop()
+        check(rc == 0, "serving probe exits cleanly", server.log())
+    bad = [line for pr in PROBES for line in pr.err
+           if "runtime error" in line or "AddressSanitizer" in line or "LeakSanitizer" in line]
+    check(not bad, "no sanitizer reports from any probe", "\n".join(bad))
     print("1..%d" % len(results))
     return 0 if all(results) else 1
 
