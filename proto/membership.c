@@ -214,7 +214,8 @@ static bool memb_utf8_valid(const uint8_t *s, size_t len)
 		size_t n;
 		uint32_t cp, min;
 
-		if (c == 0)
+		/* Device names end up on terminals: no C0 controls, no DEL. */
+		if (c < 0x20 || c == 0x7f)
 			return false;
 		if (c < 0x80) {
 			i++;
@@ -243,6 +244,8 @@ static bool memb_utf8_valid(const uint8_t *s, size_t len)
 			cp = (cp << 6) | (s[i + k] & 0x3f);
 		}
 		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		if (cp >= 0x80 && cp <= 0x9f) /* C1 controls (CSI is U+009B) */
 			return false;
 		i += n + 1;
 	}

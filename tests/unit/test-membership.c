@@ -1407,7 +1407,28 @@ static void test_digest(void)
 	oplist_free(&l);
 }
 
+/* Names reach terminals: control characters are refused when made and when received. */
+static void test_names_without_controls(void)
+{
+	static const char *const bad[] = {"evil\x1b[2J", "tab\there", "del\x7f",
+					  "csi\xc2\x9b"
+					  "31m",
+					  "nl\n"};
+	struct oplist l = {.n = 0};
+	struct membership *m;
+
+	setup();
+	m = with_genesis(&l);
+	CHECK_OK(add(m, &l, 0, 1));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_EQ(rename_dev(m, &l, 0, 1, bad[i]), PKS_ERR_INVALID);
+	CHECK_OK(rename_dev(m, &l, 0, 1, "T\xc3\xa9l\xc3\xa9phone d'Alice"));
+	oplist_free(&l);
+	membership_free(m);
+}
+
 CHECK_MAIN({"/membership/genesis_add_chain", test_genesis_add_chain},
+	   {"/membership/names_without_controls", test_names_without_controls},
 	   {"/membership/permutations", test_permutations},
 	   {"/membership/forged_signature", test_forged_signature},
 	   {"/membership/non_member_refused", test_non_member_refused},
