@@ -19,6 +19,7 @@
 
 #include "agent/agent.h"
 #include "agent/authn.h"
+#include "agent/discovery-ble.h"
 #include "agent/discovery.h"
 #include "common/err.h"
 
@@ -59,7 +60,7 @@ static void agent_usage(FILE *f)
 		   "  --no-listen       accept no connections (this device only dials)\n"
 		   "  --peer ADDR:PORT  dial this device of the vault (repeatable)\n"
 		   "  --no-mdns         do not publish or look for devices on the LAN (mDNS)\n"
-		   "  --no-ble          accepted; Bluetooth LE is not wired in yet\n"
+		   "  --no-ble          do not advertise, scan or connect over Bluetooth LE\n"
 		   "  --uhid            appear to browsers as a FIDO2 security key through\n"
 		   "                    /dev/uhid (see \"Use with your browser\" in README.md)\n"
 		   "  --ctaphid-socket PATH  the same security key on a Unix SOCK_SEQPACKET\n"
@@ -137,6 +138,27 @@ static void agent_sponsor_found(void *user, const char *addr)
 	net_sponsor_found(a->net, addr);
 }
 
+static void agent_member_found_ble(void *user, const uint8_t device_id[32], const char *address)
+{
+	struct agent *a = user;
+
+	net_member_found_ble(a->net, device_id, address);
+}
+
+static void agent_sponsor_found_ble(void *user, const char *address)
+{
+	struct agent *a = user;
+
+	net_sponsor_found_ble(a->net, address);
+}
+
+static void agent_ble_accepted(void *user, struct ble_link *l)
+{
+	struct agent *a = user;
+
+	net_ble_accepted(a->net, l);
+}
+
 static bool agent_pairing_active(void *user)
 {
 	struct agent *a = user;
@@ -169,8 +191,9 @@ int main(int argc, char **argv)
 	const char *listen = NULL;
 	const char *peers[NET_PEERS_MAX];
 	size_t n_peers = 0;
-	bool no_listen = false, no_mdns = false;
+	bool no_listen = false, no_mdns = false, no_ble = false;
 	struct discovery *disc = NULL;
+	struct discovery_ble *disc_ble = NULL;
 	struct net_options nopt;
 	struct authn_options aopt;
 	struct authn *authn = NULL;
@@ -208,6 +231,7 @@ int main(int argc, char **argv)
 			no_mdns = true;
 			break;
 		case 'b':
+			no_ble = true;
 			break;
 		case 'U':
 			aopt.uhid = true;
@@ -316,7 +340,7 @@ int main(int argc, char **argv)
 	nopt.peers = peers;
 	nopt.n_peers = n_peers;
 	nopt.listen = no_listen ? NULL : listen ? listen : "[::]:7393";
-	nopt.discovery = !no_mdns;
+	nopt.discovery = !no_mdns || !no_ble;
 	r = net_new(a.loop, a.vault, &nopt, &a.net);
 	if (r != PKS_OK && listen == NULL && !no_listen) {
 		/* The default: IPv4 only, then no listener (another agent may hold the port). */
@@ -348,6 +372,21 @@ int main(int argc, char **argv)
 		if (discovery_new(a.loop, a.vault, &a.log, &dopt, &dcb, &a, &disc) != PKS_OK)
 			disc = NULL;
 	}
+	if (!no_ble) {
+		struct discovery_ble_options bopt;
+		static const struct discovery_ble_cb bcb = {
+		    agent_member_found_ble, agent_sponsor_found_ble, agent_pairing_active,
+		    agent_ble_accepted};
+		memset(&bopt, 0, sizeof(bopt));
+		if (getenv("PKSYNC_TEST_ROTATE_MS") != NULL)
+			bopt.rotate_ms = strtoull(getenv("PKSYNC_TEST_ROTATE_MS"), NULL, 10);
+		/* No bus or no adapter: BLE is simply absent (logged once). */
+		if (discovery_ble_new(a.loop, a.vault, &a.log, &bopt, &bcb, &a, &disc_ble) ==
+		    PKS_OK)
+			net_set_ble(a.net, discovery_ble_handle(disc_ble));
+		else
+			disc_ble = NULL;
+	}
 	if (aopt.uhid || aopt.socket_path != NULL) {
 		r = authn_new(a.loop, a.vault, &aopt, &a.log, agent_local_change, &a, &authn);
 		if (r != PKS_OK) {
@@ -375,6 +414,8 @@ int main(int argc, char **argv)
 	discovery_free(disc);
 	control_server_close(a.control);
 	net_free(a.net);
+	/* After net_free: its BLE links and connects complete into the stopped net. */
+	discovery_ble_free(disc_ble);
 	unlink(a.paths.socket_path);
 	uv_walk(a.loop, agent_close_walk, NULL);
 	uv_run(a.loop, UV_RUN_DEFAULT);

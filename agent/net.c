@@ -59,6 +59,9 @@ struct net_session {
 	struct net_link link;
 	/* BLE links have no idle timeout: the handshake must end by then. */
 	uint64_t handshake_deadline_ms;
+	/* net_send_sealed() said BUSY without asking the link (which then
+	   never calls on_drain): the tick drains once the queue is low. */
+	bool want_drain;
 	struct net_dialer *dialer;
 	bool outbound;
 	enum net_kind kind;
@@ -225,6 +228,18 @@ static size_t net_link_queued(const struct net_link *l)
 		return tcp_conn_queued(l->u.tcp);
 	case NET_TRANSPORT_BLE:
 		return ble_link_queued(l->u.ble);
+	}
+	return 0;
+}
+
+/* The queue level at which on_drain fires. */
+static size_t net_link_queue_low(const struct net_link *l)
+{
+	switch (l->kind) {
+	case NET_TRANSPORT_TCP:
+		return TCP_SEND_QUEUE_LOW;
+	case NET_TRANSPORT_BLE:
+		return BLE_SEND_QUEUE_LOW;
 	}
 	return 0;
 }
@@ -484,8 +499,10 @@ static int net_send_sealed(struct net_session *s, const uint8_t *msg, size_t len
 		return PKS_ERR_CLOSED;
 	if (len + 16 > NET_FRAME_MAX)
 		return PKS_ERR_TOO_LARGE;
-	if (net_link_queued(&s->link) + len + 16 + 2 > net_link_queue_max(&s->link))
+	if (net_link_queued(&s->link) + len + 16 + 2 > net_link_queue_max(&s->link)) {
+		s->want_drain = true;
 		return PKS_ERR_BUSY;
+	}
 	r = noise_cipher_encrypt(s->tx, NULL, 0, msg, len, n->scratch, NET_FRAME_MAX, &out_len);
 	if (r == PKS_OK)
 		r = net_link_send(&s->link, n->scratch, out_len);
@@ -563,12 +580,17 @@ static bool net_keep_new_session(struct net *n, struct net_session *s)
 		if (o == s || o->state != NET_OPEN || o->kind != NET_MEMBER ||
 		    memcmp(o->peer, s->peer, DEVICE_ID_LEN) != 0)
 			continue;
-		if (o->link.kind != s->link.kind)
+		if (o->link.kind != s->link.kind) {
 			keep_new = s->link.kind == NET_TRANSPORT_TCP;
-		else if (o->outbound == s->outbound)
+			pks_log(&n->log, PKS_LOG_INFO,
+				"net: LAN preferred: closing the BLE session with %s (%s)",
+				keep_new ? o->addr : s->addr,
+				keep_new ? "TCP is back" : "TCP is up");
+		} else if (o->outbound == s->outbound) {
 			keep_new = true;
-		else
+		} else {
 			keep_new = net_initiator_lower(n, s);
+		}
 		if (keep_new) {
 			if (o->dialer != NULL) {
 				o->dialer->paused = true;
@@ -1179,6 +1201,7 @@ static void net_session_frame(struct net_session *s, const uint8_t *body, size_t
 
 static void net_session_drain(struct net_session *s)
 {
+	s->want_drain = false;
 	if (s->state == NET_OPEN && s->sync != NULL && sync_session_drained(s->sync) != PKS_OK)
 		net_session_close(s, "sync failed");
 }
@@ -1834,6 +1857,7 @@ void net_sponsor_found_ble(struct net *n, const char *address)
 static void net_ble_tick(struct net *n)
 {
 	uint64_t now = net_now_ms();
+	uint8_t me[DEVICE_ID_LEN];
 
 	if (n->ble == NULL || n->stopping || !vault_is_initialized(n->vault) ||
 	    vault_is_locked(n->vault))
@@ -1845,12 +1869,18 @@ static void net_ble_tick(struct net *n)
 	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
 		if (s->state != NET_CLOSED && s->state != NET_OPEN && !s->peer_known)
 			return;
+	vault_device_id(n->vault, me);
 	for (size_t i = 0; i < n->n_ble_peers; i++) {
 		struct net_ble_peer *p = &n->ble_peers[i];
 		uint64_t since =
 		    p->tcp_last_ms > p->first_seen_ms ? p->tcp_last_ms : p->first_seen_ms;
+		/* Both ends see the LAN go at once: the smaller id dials first,
+		   the other a grace later (two links in one radio connection
+		   would make the tie-break drop both). */
+		uint64_t grace = memcmp(me, p->device, DEVICE_ID_LEN) < 0 ? NET_BLE_GRACE_MS
+									  : 2 * NET_BLE_GRACE_MS;
 		if (p->connecting || now - p->last_seen_ms > NET_BLE_SEEN_MS ||
-		    now - since < NET_BLE_GRACE_MS || now < p->retry_at_ms ||
+		    now - since < grace || now < p->retry_at_ms ||
 		    net_session_with(n, p->device, false) ||
 		    !membership_is_member(vault_membership(n->vault), p->device))
 			continue;
@@ -1961,6 +1991,10 @@ static void net_tick(uv_timer_t *t)
 		if (s->handshake_deadline_ms != 0 && s->state != NET_OPEN &&
 		    s->state != NET_CLOSED && now > s->handshake_deadline_ms)
 			net_session_close(s, "handshake timed out");
+	for (struct net_session *s = n->sessions; s != NULL; s = s->next)
+		if (s->want_drain && s->state == NET_OPEN &&
+		    net_link_queued(&s->link) <= net_link_queue_low(&s->link))
+			net_session_drain(s);
 	net_ble_tick(n);
 
 	if (n->pair.active && !n->pair.busy && net_now_ms() > n->pair.expires_ms)
