@@ -25,6 +25,8 @@ struct ble_frag_tx_slot {
 	bool rexmit;
 	bool retransmitted;
 	uint64_t sent_at;
+	uint64_t order;	      /* f->send_order at its first send */
+	uint64_t last_order;  /* and at its latest send */
 	uint8_t data[BLE_FRAG_DGRAM_MAX];
 };
 
@@ -66,6 +68,13 @@ struct ble_frag {
 	struct ble_frag_tx_slot tx[BLE_FRAG_WINDOW_MAX];
 	uint32_t srtt, rttvar, rto;
 	bool have_rtt;
+	/* Loss is inferred from order, not time: a fragment is lost once one
+	   sent after it is known delivered (acked or sacked). Queueing on a
+	   slow link stretches round trips far past any timer, and resending
+	   on time alone fed the queue that made the time (a storm). */
+	uint64_t send_order;
+	uint64_t delivered_order;
+	unsigned rto_streak; /* timeouts in a row with no ack moving */
 	uint64_t rto_at;
 	uint64_t last_tx;
 	uint64_t close_at;
@@ -333,6 +342,15 @@ static unsigned ble_frag_outstanding(const struct ble_frag *f)
 	return (uint8_t)(f->snd_nxt - f->snd_una);
 }
 
+/* A fragment arrived. Order advances by its first send only: when a resent
+   one is acked, which copy arrived is unknown (Karn), and taking the resend
+   would call everything queued behind the original lost. */
+static void ble_frag_delivered(struct ble_frag *f, const struct ble_frag_tx_slot *s)
+{
+	if (s->order > f->delivered_order)
+		f->delivered_order = s->order;
+}
+
 /* Takes a cumulative ack: frees acked slots, samples the RTT, re-arms the timer. */
 static void ble_frag_take_ack(struct ble_frag *f, uint8_t ack, uint64_t now)
 {
@@ -355,6 +373,7 @@ static void ble_frag_take_ack(struct ble_frag *f, uint8_t ack, uint64_t now)
 	for (unsigned i = 0; i < n; i++) {
 		struct ble_frag_tx_slot *s =
 		    &f->tx[(uint8_t)(f->snd_una + i) % BLE_FRAG_WINDOW_MAX];
+		ble_frag_delivered(f, s);
 		f->queued -= s->frame_bytes;
 		s->len = 0;
 		s->frame_bytes = 0;
@@ -362,33 +381,39 @@ static void ble_frag_take_ack(struct ble_frag *f, uint8_t ack, uint64_t now)
 		s->rexmit = false;
 	}
 	f->snd_una = ack;
+	f->rto_streak = 0;
 	f->rto_at = ble_frag_outstanding(f) > 0 ? now + f->rto : BLE_FRAG_NEVER;
 }
 
-static void ble_frag_take_sack(struct ble_frag *f, uint8_t ack, uint32_t bits, uint64_t now)
+/* Marks for resending each outstanding fragment sent before one known to
+   have arrived (at most once per send: a resend gets a new order). */
+static void ble_frag_mark_lost(struct ble_frag *f)
 {
 	unsigned out = ble_frag_outstanding(f);
-	unsigned highest = 0;
-	uint32_t wait = f->have_rtt ? f->srtt : f->p.rto_min_ms;
+
+	for (unsigned i = 0; i < out; i++) {
+		struct ble_frag_tx_slot *s =
+		    &f->tx[(uint8_t)(f->snd_una + i) % BLE_FRAG_WINDOW_MAX];
+		if (!s->sacked && !s->rexmit && s->last_order < f->delivered_order)
+			s->rexmit = true;
+	}
+}
+
+static void ble_frag_take_sack(struct ble_frag *f, uint8_t ack, uint32_t bits)
+{
+	unsigned out = ble_frag_outstanding(f);
 
 	/* The bits are relative to the ack: an older ack (reordered) says
 	   nothing reliable about today's window. */
 	if (ack != f->snd_una)
 		return;
-
 	for (unsigned i = 1; i < out && i <= 32; i++) {
-		if (bits & (1u << (i - 1))) {
-			f->tx[(uint8_t)(f->snd_una + i) % BLE_FRAG_WINDOW_MAX].sacked = true;
-			highest = i;
-		}
-	}
-	/* Fragments before the highest one the peer holds were lost (or are
-	   late); resend those not sent again within about one round trip. */
-	for (unsigned i = 0; i < highest; i++) {
 		struct ble_frag_tx_slot *s =
 		    &f->tx[(uint8_t)(f->snd_una + i) % BLE_FRAG_WINDOW_MAX];
-		if (!s->sacked && !s->rexmit && now >= s->sent_at + wait)
-			s->rexmit = true;
+		if (!(bits & (1u << (i - 1))))
+			continue;
+		s->sacked = true;
+		ble_frag_delivered(f, s);
 	}
 }
 
@@ -541,10 +566,12 @@ int ble_frag_input(struct ble_frag *f, const uint8_t *dgram, size_t len, uint64_
 		return PKS_ERR_CLOSED;
 	case BLE_FRAG_ACK:
 		ble_frag_take_ack(f, h.ack, now_ms);
-		ble_frag_take_sack(f, h.ack, ble_frag_be32(body), now_ms);
+		ble_frag_take_sack(f, h.ack, ble_frag_be32(body));
+		ble_frag_mark_lost(f);
 		return PKS_OK;
 	case BLE_FRAG_DATA:
 		ble_frag_take_ack(f, h.ack, now_ms);
+		ble_frag_mark_lost(f);
 		r = ble_frag_take_data(f, &h, body, n, now_ms, fn, user);
 		if (r == PKS_ERR_MALFORMED || r == PKS_ERR_NOMEM)
 			ble_frag_fail(f, r);
@@ -569,12 +596,20 @@ int ble_frag_check(struct ble_frag *f, uint64_t now_ms)
 		return f->err;
 	}
 	if (f->rto_at != BLE_FRAG_NEVER && now_ms >= f->rto_at) {
+		/* Nothing heard for a whole timeout: resend only the oldest
+		   fragment still missing. Its ack, when it comes, shows by order
+		   which of the others were lost; if the timeout was only a long
+		   queue, it cost one datagram, not a window. */
 		unsigned out = ble_frag_outstanding(f);
+		bool all = ++f->rto_streak >= 2; /* silence again: resend the lot */
 		for (unsigned i = 0; i < out; i++) {
 			struct ble_frag_tx_slot *s =
 			    &f->tx[(uint8_t)(f->snd_una + i) % BLE_FRAG_WINDOW_MAX];
-			if (!s->sacked)
+			if (!s->sacked) {
 				s->rexmit = true;
+				if (!all)
+					break;
+			}
 		}
 		f->rto = f->rto * 2 > f->p.rto_max_ms ? f->p.rto_max_ms : f->rto * 2;
 		f->rto_at = out > 0 ? now_ms + f->rto : BLE_FRAG_NEVER;
@@ -698,6 +733,7 @@ int ble_frag_output(struct ble_frag *f, uint64_t now_ms, uint8_t *out, size_t ca
 		s->rexmit = false;
 		s->retransmitted = true;
 		s->sent_at = now_ms;
+		s->last_order = ++f->send_order;
 		f->stats.retransmits++;
 		if (f->rto_at == BLE_FRAG_NEVER)
 			f->rto_at = now_ms + f->rto;
@@ -739,6 +775,7 @@ int ble_frag_output(struct ble_frag *f, uint64_t now_ms, uint8_t *out, size_t ca
 		s->rexmit = false;
 		s->retransmitted = false;
 		s->sent_at = now_ms;
+		s->order = s->last_order = ++f->send_order;
 		f->snd_nxt++;
 		f->q_off += n;
 		if (end) {

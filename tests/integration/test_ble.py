@@ -176,7 +176,7 @@ def main():
         # Dropped notifications: the link retransmits.
         lab.ctl("profile", name="phone")
         lab.ctl("drop-notify", p=0.1)
-        rc, done, pr = echo(lab, 2, 65535, 3, 150)
+        rc, done, pr = echo(lab, 2, 65535, 3, 240)
         lab.ctl("drop-notify", p=0.0)
         check(rc == 0 and done is not None, "phone with 10% of notifications dropped", pr.log())
         if done:

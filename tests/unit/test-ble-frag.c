@@ -74,14 +74,24 @@ struct sim_chan {
 	size_t n, cap;
 	unsigned drop_pct, dup_pct;
 	uint32_t delay_ms, jitter_ms;
+	uint32_t rate_bytes_per_ms; /* 0: unshaped; else each direction serialises */
+	uint64_t busy_until[2];	    /* per direction: when the air is free again */
+	uint64_t last_at[2];	    /* shaped links deliver in order, as GATT does */
 	uint64_t sent, dropped;
 };
 
 static void chan_push(struct sim_chan *c, int to, const uint8_t *d, size_t len, uint64_t now)
 {
 	unsigned copies = 1;
+	uint64_t depart = now;
 
 	c->sent++;
+	if (c->rate_bytes_per_ms) {
+		/* A lost datagram used the air all the same. */
+		depart = c->busy_until[to] > now ? c->busy_until[to] : now;
+		depart += (len + c->rate_bytes_per_ms - 1) / c->rate_bytes_per_ms;
+		c->busy_until[to] = depart;
+	}
 	if (c->drop_pct && prng_next() % 100 < c->drop_pct) {
 		c->dropped++;
 		return;
@@ -98,7 +108,12 @@ static void chan_push(struct sim_chan *c, int to, const uint8_t *d, size_t len, 
 			c->cap = cap;
 		}
 		struct sim_dgram *g = &c->q[c->n++];
-		g->at = now + c->delay_ms + (c->jitter_ms ? prng_next() % c->jitter_ms : 0);
+		g->at = depart + c->delay_ms + (c->jitter_ms ? prng_next() % c->jitter_ms : 0);
+		if (c->rate_bytes_per_ms) {
+			if (g->at < c->last_at[to])
+				g->at = c->last_at[to];
+			c->last_at[to] = g->at;
+		}
 		g->to = to;
 		g->len = len;
 		memcpy(g->data, d, len);
@@ -169,6 +184,8 @@ struct run_cfg {
 	uint32_t delay_ms, jitter_ms;
 	uint32_t frames;
 	uint64_t seed;
+	uint32_t rate_bytes_per_ms;
+	double max_resent_share; /* 0: no bound; else retransmits / datagrams sent */
 };
 
 /* Runs both directions to completion; true when all frames arrived intact. */
@@ -177,7 +194,8 @@ static bool run_pair(const struct run_cfg *cfg)
 	struct sim_chan ch = {.drop_pct = cfg->drop_pct,
 			      .dup_pct = cfg->dup_pct,
 			      .delay_ms = cfg->delay_ms,
-			      .jitter_ms = cfg->jitter_ms};
+			      .jitter_ms = cfg->jitter_ms,
+			      .rate_bytes_per_ms = cfg->rate_bytes_per_ms};
 	struct endpoint ep[2] = {{0}};
 	struct ble_frag_params pa = {.mtu = cfg->mtu,
 				     .tag = 0x5a,
@@ -281,6 +299,14 @@ static bool run_pair(const struct run_cfg *cfg)
 		       s0.srtt_ms, ep[0].queued_max_seen);
 		if (ep[0].queued_max_seen > BLE_FRAG_SEND_QUEUE_DEFAULT)
 			ok = false;
+		if (cfg->max_resent_share > 0 &&
+		    (double)(s0.retransmits + s1.retransmits) >
+			cfg->max_resent_share * (double)ch.sent) {
+			printf("# resent %llu of %llu datagrams: more than %.0f%%\n",
+			       (unsigned long long)(s0.retransmits + s1.retransmits),
+			       (unsigned long long)ch.sent, 100.0 * cfg->max_resent_share);
+			ok = false;
+		}
 	} else {
 		printf("# incomplete: %u and %u of %u frames at %llu ms\n", ep[0].next_recv,
 		       ep[1].next_recv, cfg->frames, (unsigned long long)now);
@@ -347,6 +373,36 @@ static void test_many_seeds(void)
 				    .jitter_ms = (uint32_t)(s * 3),
 				    .frames = 9,
 				    .seed = 5000 + s};
+		CHECK(run_pair(&c));
+	}
+}
+
+/* A link slower than the sender: queueing, not loss, makes most of the
+   round trip. Losses must be repaired by resending about what was lost, not
+   the whole window at every timeout (a storm that feeds its own delay). */
+static void test_bandwidth_bound(void)
+{
+	static const struct {
+		unsigned mtu, drop_pct;
+		uint32_t rate, delay;
+	} cases[] = {
+	    {247, 10, 30, 20}, /* phone: 240 kbit/s, 10% of notifications lost */
+	    {247, 0, 30, 20},  /* phone, no loss: nothing to resend */
+	    {23, 5, 4, 30},    /* worst: 30 kbit/s, MTU 23 */
+	    {185, 20, 90, 10}, /* good: 700 kbit/s, heavy loss */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct run_cfg c = {.mtu = cases[i].mtu,
+				    .window = 32,
+				    .drop_pct = cases[i].drop_pct,
+				    .delay_ms = cases[i].delay,
+				    .jitter_ms = 20,
+				    .frames = 11,
+				    .seed = 9000 + i,
+				    .rate_bytes_per_ms = cases[i].rate,
+				    /* drops plus their resends' own losses, with slack */
+				    .max_resent_share = 0.03 + 2.0 * cases[i].drop_pct / 100.0};
 		CHECK(run_pair(&c));
 	}
 }
@@ -764,6 +820,7 @@ static void test_shared_notify(void)
 CHECK_MAIN({"/ble_frag/header", test_header}, {"/ble_frag/clean", test_clean},
 	   {"/ble_frag/lossy", test_lossy}, {"/ble_frag/heavy_loss", test_heavy_loss},
 	   {"/ble_frag/many_seeds", test_many_seeds},
+	   {"/ble_frag/bandwidth_bound", test_bandwidth_bound},
 	   {"/ble_frag/reassembly_violations", test_reassembly_violations},
 	   {"/ble_frag/garbage", test_garbage}, {"/ble_frag/bounded_queue", test_bounded_queue},
 	   {"/ble_frag/dead_peer", test_dead_peer}, {"/ble_frag/close", test_close},
