@@ -371,6 +371,7 @@ int main(int argc, char **argv)
 		/* Without any mDNS stack the agent still syncs with known addresses. */
 		if (discovery_new(a.loop, a.vault, &a.log, &dopt, &dcb, &a, &disc) != PKS_OK)
 			disc = NULL;
+		a.discovery = disc;
 	}
 	if (!no_ble) {
 		struct discovery_ble_options bopt;
@@ -386,6 +387,7 @@ int main(int argc, char **argv)
 			net_set_ble(a.net, discovery_ble_handle(disc_ble));
 		else
 			disc_ble = NULL;
+		a.discovery_ble = disc_ble;
 	}
 	if (aopt.uhid || aopt.socket_path != NULL) {
 		r = authn_new(a.loop, a.vault, &aopt, &a.log, agent_local_change, &a, &authn);
@@ -411,6 +413,8 @@ int main(int argc, char **argv)
 	uv_run(a.loop, UV_RUN_DEFAULT);
 
 	authn_free(authn);
+	a.discovery = NULL;
+	a.discovery_ble = NULL;
 	discovery_free(disc);
 	control_server_close(a.control);
 	net_free(a.net);

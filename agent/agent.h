@@ -12,6 +12,9 @@
 #include "agent/vault.h"
 #include "common/log.h"
 
+struct discovery;
+struct discovery_ble;
+
 struct agent {
 	uv_loop_t *loop;
 	struct paths paths;
@@ -19,6 +22,9 @@ struct agent {
 	struct vault *vault;
 	struct control_server *control;
 	struct net *net;
+	/* NULL when off or unavailable. */
+	struct discovery *discovery;
+	struct discovery_ble *discovery_ble;
 	/* Wrong passphrases: answers are delayed and new attempts refused meanwhile. */
 	unsigned int unlock_failures;
 	uint64_t unlock_blocked_until_ms;

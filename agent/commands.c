@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/discovery-ble.h"
+#include "agent/discovery.h"
 #include "agent/export.h"
 #include "agent/net.h"
 #include "agent/pairing.h"
@@ -894,6 +896,17 @@ static void commands_pair_closed(uv_handle_t *h)
 	free(h->data);
 }
 
+/* Pairing mode went on or off: announce it now rather than at the next
+   discovery tick. Joiners with no address dial whatever is announced as
+   pairing, so a sponsor that is done should stop saying so at once (its old
+   announcement still lingers about a second at the others; the joiner copes
+   with that, see net_join_refuse in net.c). */
+static void commands_pairing_changed(struct agent *a)
+{
+	discovery_rotate(a->discovery);
+	discovery_ble_rotate(a->discovery_ble);
+}
+
 static void commands_pair_done(void *user, int err, const char *sentence,
 			       const uint8_t device_id[32], const char *name)
 {
@@ -901,6 +914,7 @@ static void commands_pair_done(void *user, int err, const char *sentence,
 	char msg[256];
 
 	p->done = true;
+	commands_pairing_changed(p->agent);
 	if (err == PKS_OK) {
 		pks_log(&p->agent->log, PKS_LOG_INFO, "paired a new device");
 		control_request_reply_ok(p->req, json_pack("{s:o, s:s}", "device_id",
@@ -970,6 +984,7 @@ static void cmd_pair(struct agent *a, struct control_request *req, json_t *reque
 	uv_timer_init(a->loop, &p->timer);
 	p->timer.data = p;
 	uv_timer_start(&p->timer, commands_pair_watch, 500, 500);
+	commands_pairing_changed(a);
 	control_request_event(req, json_pack("{s:s, s:s, s:o, s:I}", "code", code, "qr", qr,
 					     "addresses", addrs, "expires_in", secs));
 	sodium_memzero(code, sizeof(code));

@@ -85,6 +85,9 @@ struct net_session {
 	size_t *op_lens;
 	size_t n_ops;
 	bool keys_in;
+	/* Joiner: the sponsor answered our CPace message, so it spent one of
+	   the code's tries on this attempt. */
+	bool cpace_answered;
 };
 
 struct net_dialer {
@@ -172,6 +175,14 @@ struct net {
 		/* Connecting to a sponsor over BLE. */
 		bool ble_connecting;
 		uint64_t started_ms;
+		/* When join.dialer was made for a discovered sponsor. */
+		uint64_t dialed_ms;
+		/* Discovered sponsors ("ADDR:PORT" or "ble:ADDRESS") that refused
+		   before the code was checked, left alone until until_ms. */
+		struct {
+			char peer[TCP_ADDR_MAX + 1];
+			uint64_t until_ms;
+		} refused[NET_JOIN_REFUSED_MAX];
 	} join;
 	bool discovery;
 	/* BLE: the handle (owned by discovery-ble), members seen, connects in flight. */
@@ -320,6 +331,7 @@ static void net_pair_finish(struct net *n, int err, const char *sentence,
 			    const uint8_t device_id[32], const char *name);
 static void net_waiters_check(struct net *n);
 static struct net_session *net_joiner_session(struct net *n);
+static void net_join_refuse(struct net *n, const char *why);
 
 /* For BLE links nobody wants any more (closing them still runs on_close). */
 static const struct ble_link_cb net_ble_no_cb;
@@ -424,7 +436,9 @@ static void net_session_gone(struct net_session *s, int err)
 	}
 	s->state = NET_CLOSED;
 	net_unlink(n, s);
-	if (s->kind == NET_JOINER && n->join.active)
+	if (s->kind == NET_JOINER && n->join.active && n->join.await_sponsor && !s->cpace_answered)
+		net_join_refuse(n, "not pairing any more, or busy");
+	else if (s->kind == NET_JOINER && n->join.active)
 		net_join_finish(n, PKS_ERR_CLOSED,
 				n->join.failure[0] ? n->join.failure
 						   : "The sponsor closed the connection: the code "
@@ -841,7 +855,10 @@ static void net_sponsor_first(struct net_session *s, const uint8_t *body, size_t
 static void net_joiner_cpace(struct net_session *s, const uint8_t *body, size_t len)
 {
 	uint8_t isk[CPACE_ISK_BYTES], psk[32];
-	int r = cpace_derive(s->cpace, body, len, isk);
+	int r;
+
+	s->cpace_answered = true;
+	r = cpace_derive(s->cpace, body, len, isk);
 
 	if (r == PKS_OK) {
 		net_pair_psk(isk, psk);
@@ -1569,6 +1586,67 @@ static void net_join_finish(struct net *n, int err, const char *sentence)
 		fn(user, err, sentence);
 }
 
+/*
+ * A joiner with no address dials whichever device discovery says is pairing,
+ * and that may be the wrong one: a sponsor that has just left pairing mode
+ * (its announcement lingers for a second or so at the other devices, which
+ * repeat it every tick), one busy with another joiner, one that went away.
+ * Such a device closes the connection at our first frame, before it sends
+ * its CPace message, and it spends no try on it (net_sponsor_first). So an
+ * attempt that ends before the sponsor answered our CPace message does not
+ * end the join: that device is left alone for NET_JOIN_REFUSED_MS and the
+ * join goes on with the others until its deadline. Once the sponsor has
+ * answered, one of its 5 tries is spent and the code is checked by the
+ * handshake: a failure from then on ends the join as before, so a wrong
+ * code still fails at once and is never tried again elsewhere or later.
+ * The sponsor cannot say "wrong code" (a listener answers nothing to a
+ * stranger), so an attempt cut after the sponsor answered counts as wrong,
+ * and one cut before counts as a refusal; a code already used up or expired
+ * is such a refusal too and ends at the deadline. With --peer or a QR code
+ * the first failure still ends the join: the person chose that device.
+ */
+static void net_join_refuse(struct net *n, const char *why)
+{
+	size_t slot = 0;
+
+	for (size_t i = 0; i < NET_JOIN_REFUSED_MAX; i++) {
+		if (strcmp(n->join.refused[i].peer, n->join.peer) == 0) {
+			slot = i;
+			break;
+		}
+		if (n->join.refused[i].until_ms < n->join.refused[slot].until_ms)
+			slot = i;
+	}
+	snprintf(n->join.refused[slot].peer, sizeof(n->join.refused[slot].peer), "%s",
+		 n->join.peer);
+	n->join.refused[slot].until_ms = net_now_ms() + NET_JOIN_REFUSED_MS;
+	pks_log(&n->log, PKS_LOG_INFO,
+		"net: the device in pairing mode at %s refused before the code was checked (%s); "
+		"trying the others",
+		n->join.peer, why);
+	snprintf(n->join.failure, sizeof(n->join.failure),
+		 "The device at %.64s refused before the code was checked (%.60s); no other "
+		 "device in pairing mode answered. Give --peer ADDR:PORT.",
+		 n->join.peer, why);
+	if (n->join.dialer != NULL) {
+		struct net_dialer *d = n->join.dialer;
+		n->join.dialer = NULL;
+		if (d->session != NULL)
+			net_session_close(d->session, "refused");
+		net_dialer_remove(n, d);
+	}
+}
+
+static bool net_join_refused(const struct net *n, const char *peer)
+{
+	uint64_t now = net_now_ms();
+
+	for (size_t i = 0; i < NET_JOIN_REFUSED_MAX; i++)
+		if (now < n->join.refused[i].until_ms && strcmp(n->join.refused[i].peer, peer) == 0)
+			return true;
+	return false;
+}
+
 int net_join(struct net *n, const struct net_join_request *req, net_join_fn fn, void *user,
 	     char *err, size_t err_len)
 {
@@ -1650,11 +1728,12 @@ fail:
 void net_sponsor_found(struct net *n, const char *addr)
 {
 	if (!n->join.active || !n->join.await_sponsor || n->join.dialer != NULL ||
-	    n->join.ble_connecting || net_joiner_session(n) != NULL)
+	    n->join.ble_connecting || net_joiner_session(n) != NULL || net_join_refused(n, addr))
 		return;
 	snprintf(n->join.peer, sizeof(n->join.peer), "%s", addr);
 	n->join.discovered = true;
 	n->join.failure[0] = '\0';
+	n->join.dialed_ms = net_now_ms();
 	n->join.dialer = net_dialer_add(n, n->join.peer, true);
 	if (n->join.dialer != NULL)
 		pks_log(&n->log, PKS_LOG_INFO, "net: found a device in pairing mode at %s", addr);
@@ -1759,6 +1838,8 @@ static void net_ble_connected(void *user, struct ble_link *l, int err)
 		pks_log(&n->log, PKS_LOG_INFO, "net: BLE connect failed: %s", pks_strerror(err));
 		if (p != NULL)
 			net_ble_backoff(p);
+		if (c->join && n->join.active && n->join.await_sponsor)
+			net_join_refuse(n, "no BLE connection");
 	} else if (c->join) {
 		if (!n->join.active || net_joiner_session(n) != NULL)
 			why = "join over";
@@ -1837,8 +1918,13 @@ void net_member_found_ble(struct net *n, const uint8_t device_id[DEVICE_ID_LEN],
 
 void net_sponsor_found_ble(struct net *n, const char *address)
 {
+	char peer[TCP_ADDR_MAX + 1];
+
 	if (n->stopping || n->ble == NULL || !n->join.active || !n->join.await_sponsor ||
 	    n->join.dialer != NULL || n->join.ble_connecting || net_joiner_session(n) != NULL)
+		return;
+	snprintf(peer, sizeof(peer), "ble:%s", address);
+	if (net_join_refused(n, peer))
 		return;
 	/* mDNS first when it runs: it finds a LAN sponsor within this delay. */
 	if (n->discovery && net_now_ms() < n->join.started_ms + NET_JOIN_BLE_DELAY_MS)
@@ -1848,7 +1934,7 @@ void net_sponsor_found_ble(struct net *n, const char *address)
 	n->join.ble_connecting = true;
 	n->join.discovered = true;
 	n->join.failure[0] = '\0';
-	snprintf(n->join.peer, sizeof(n->join.peer), "ble:%s", address);
+	snprintf(n->join.peer, sizeof(n->join.peer), "%s", peer);
 	pks_log(&n->log, PKS_LOG_INFO, "net: found a device in pairing mode over BLE at %s",
 		address);
 }
@@ -2001,6 +2087,14 @@ static void net_tick(uv_timer_t *t)
 		net_pair_finish(n, PKS_ERR_TIMEOUT,
 				"No device joined before the code expired; run pksync pair again.",
 				NULL, NULL);
+	/* A discovered sponsor that does not take the connection (gone, port
+	   closed) must not hold the join: the dialer would retry it until the
+	   deadline while another device is pairing. */
+	if (n->join.active && n->join.await_sponsor && n->join.dialer != NULL &&
+	    n->join.dialer->session == NULL &&
+	    (now - n->join.dialed_ms > NET_JOIN_CONNECT_MS ||
+	     tcp_dialer_next_delay_ms(n->join.dialer->d) > TCP_BACKOFF_MIN_MS))
+		net_join_refuse(n, "no connection");
 	if (n->join.active && net_now_ms() > n->join.deadline_ms)
 		net_join_finish(n, PKS_ERR_TIMEOUT,
 				n->join.failure[0] ? n->join.failure

@@ -37,6 +37,12 @@
 #define NET_BLE_BACKOFF_MAX_MS 60000
 /* A joiner with no address gives mDNS this long before a BLE sponsor. */
 #define NET_JOIN_BLE_DELAY_MS 1500
+/* A joiner with no address leaves a device that refused before the code was
+   checked (or did not take the connection within NET_JOIN_CONNECT_MS) alone
+   for this long, and tries the other devices in pairing mode meanwhile. */
+#define NET_JOIN_REFUSED_MS 3000
+#define NET_JOIN_CONNECT_MS 3000
+#define NET_JOIN_REFUSED_MAX 8
 
 struct net;
 struct ble;

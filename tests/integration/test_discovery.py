@@ -155,6 +155,105 @@ def three_hosts_pair_and_sync_with_no_address():
         w.cleanup()
 
 
+def switch_port(k, **flags):
+    """Sets bridge port flags of host k on the lab's switch (tools/lab's
+    naming: the switch namespace is <prefix>-sw, the port hK)."""
+    ck = subprocess.run(["cksum"], input=LAB_DIR, capture_output=True, text=True,
+                        check=True).stdout.split()[0]
+    args = []
+    for name, on in flags.items():
+        args += [name, "on" if on else "off"]
+    subprocess.run(["ip", "netns", "exec", "pks%s-sw" % ck, "bridge", "link", "set", "dev",
+                    "h%d" % k, *args], check=True, capture_output=True, timeout=30)
+
+
+@tap.case
+def join_passes_over_a_sponsor_that_just_left_pairing():
+    """A joiner with no address must not spend its join on a stale sponsor.
+
+    First the demo's order: h2 joins through h1, then h2 sponsors h3 at once.
+    h3 browses from the start, so it saw h1 in pairing mode; right after h1's
+    pairing ends h1 may still be announced as pairing for a moment (its
+    goodbye takes a second to reach h3) while h2 only starts to announce.
+
+    Then the same race made certain: h4 sees h2 in pairing mode, h2's pairing
+    ends while h4's switch port passes no multicast (h2's goodbye and its new
+    announcements never reach h4), and h1 sponsors h4. h4 dials h2 first (the
+    only sponsor it knows when its join starts); h2 refuses before any code is
+    checked, and h4 must go on to h1."""
+    w = World()
+    try:
+        h1 = w.agent(1).start()
+        h1.init(name="h1")
+        h3 = w.agent(3).start()
+        h4 = w.agent(4).start()
+        h2 = w.agent(2).start()
+        join_by_discovery(h1, h2, "h2")
+        took = join_by_discovery(h2, h3, "h3")
+        print("# second pairing right after the first (h2 sponsors, h1 just left): %.2f s,"
+              " %d refusal(s) on the way" % (took, h3.read_log().count("refused before")))
+
+        p = subprocess.Popen([h2.cli_bin, "--state-dir", h2.state_dir, "pair", "--json",
+                              "--timeout", "60"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=h2.env)
+        p.stdout.readline()
+        # Give h2's announcement (p=1) time to reach h4.
+        time.sleep(3)
+        switch_port(4, mcast_flood=False)
+        try:
+            p.terminate()
+            p.communicate(timeout=30)
+            time.sleep(4)  # h2 withdraws and re-announces; h4 hears none of it
+        finally:
+            switch_port(4, mcast_flood=True)
+        took = join_by_discovery(h1, h4, "h4")
+        log = h4.read_log()
+        # h2 refused (the lab runs IPv4 only), and nothing else did.
+        assert log.count("refused before the code was checked") >= 1, log[-2000:]
+        assert all(":7393 refused" not in ln or "10.77.0.2:7393" in ln
+                   for ln in log.splitlines()), log[-2000:]
+        print("# join past a stale sponsor (h2 refused, then h1): %.2f s" % took)
+        rec = h3.json("new", "--rp", "stale.example", "--user", "carol")
+        converge([h1, h2, h3, h4])
+        assert rec["id"] in h4.ids()
+    finally:
+        w.cleanup()
+
+
+@tap.case
+def a_wrong_code_still_fails_with_no_address():
+    """A refusal before the code is checked lets the join go on; a code
+    checked and found wrong still ends it, and spends one try only."""
+    w = World()
+    try:
+        h1 = w.agent(1).start()
+        h1.init(name="h1")
+        h2 = w.agent(2).start()
+        p = subprocess.Popen([h1.cli_bin, "--state-dir", h1.state_dir, "pair", "--json",
+                              "--timeout", "60"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=h1.env)
+        code = json.loads(p.stdout.readline().decode())["code"]
+        wrong = "%08d" % ((int(code) + 1) % 100000000)
+        t0 = time.time()
+        rc, out, err = h2.cli("join", wrong, "--name", "h2", "--no-passphrase", check=False)
+        took = time.time() - t0
+        assert rc != 0, out
+        assert "code is wrong" in err + out, err + out
+        assert took < 20, "a wrong code should fail at once, not at the deadline"
+        # Checked and found wrong, not taken for a refusal (which would try again).
+        assert "refused before" not in h2.read_log(), h2.read_log()[-1500:]
+        assert h2.read_log().count("found a device in pairing mode") == 1, h2.read_log()
+        print("# wrong code refused with no address: %.2f s" % took)
+        # The right code still works: one try of five was spent.
+        res = h2.json("join", code, "--name", "h2", "--no-passphrase")
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+        assert json.loads(out.decode().strip().splitlines()[-1])["device_id"] == \
+            res["device_id"]
+    finally:
+        w.cleanup()
+
+
 @tap.case
 def outsiders_see_only_changing_hints():
     w = World()
@@ -195,7 +294,7 @@ def main():
     if os.geteuid() != 0:
         print("1..0 # SKIP the lab needs root (network namespaces)")
         return skip_exit
-    r = lab("up", 3, check=False)
+    r = lab("up", 4, check=False)
     if r.returncode == 77:
         print("1..0 # SKIP " + (r.stderr.strip().splitlines() or ["lab unavailable"])[-1])
         return skip_exit
