@@ -25,8 +25,8 @@ struct ble_frag_tx_slot {
 	bool rexmit;
 	bool retransmitted;
 	uint64_t sent_at;
-	uint64_t order;	      /* f->send_order at its first send */
-	uint64_t last_order;  /* and at its latest send */
+	uint64_t order;      /* f->send_order at its first send */
+	uint64_t last_order; /* and at its latest send */
 	uint8_t data[BLE_FRAG_DGRAM_MAX];
 };
 

@@ -75,8 +75,8 @@ struct sim_chan {
 	unsigned drop_pct, dup_pct;
 	uint32_t delay_ms, jitter_ms;
 	uint32_t rate_bytes_per_ms; /* 0: unshaped; else each direction serialises */
-	uint64_t busy_until[2];	    /* per direction: when the air is free again */
-	uint64_t last_at[2];	    /* shaped links deliver in order, as GATT does */
+	uint64_t busy_until[2];     /* per direction: when the air is free again */
+	uint64_t last_at[2];        /* shaped links deliver in order, as GATT does */
 	uint64_t sent, dropped;
 };
 
@@ -299,9 +299,8 @@ static bool run_pair(const struct run_cfg *cfg)
 		       s0.srtt_ms, ep[0].queued_max_seen);
 		if (ep[0].queued_max_seen > BLE_FRAG_SEND_QUEUE_DEFAULT)
 			ok = false;
-		if (cfg->max_resent_share > 0 &&
-		    (double)(s0.retransmits + s1.retransmits) >
-			cfg->max_resent_share * (double)ch.sent) {
+		if (cfg->max_resent_share > 0 && (double)(s0.retransmits + s1.retransmits) >
+						     cfg->max_resent_share * (double)ch.sent) {
 			printf("# resent %llu of %llu datagrams: more than %.0f%%\n",
 			       (unsigned long long)(s0.retransmits + s1.retransmits),
 			       (unsigned long long)ch.sent, 100.0 * cfg->max_resent_share);
