@@ -6,6 +6,7 @@
  *   pksync-bench [--json] [--records N] [--sync-records N]   run every benchmark
  *   pksync-bench --only-authn [--json]      only the security-key latencies
  *   pksync-bench --make-cxf N FILE          write N fresh passkeys as CXF
+ *   pksync-bench --lab [--json] [ARGS...]   the discovery and BLE figures (tools/bench-lab)
  *
  * The sync figures run real agents as subprocesses on loopback and count the
  * bytes each agent reports on its member sockets (status "traffic", framing
@@ -1364,6 +1365,46 @@ out:
 	bench_dev_stop(&d);
 }
 
+/*
+ * The discovery and BLE figures need the network-namespace lab and the
+ * simulated bluetoothd, which are Python programs in the source tree; they
+ * live in tools/bench-lab, and --lab hands over to it with the other
+ * arguments and this build directory, so there is one entry point. Returns
+ * only when the exec failed.
+ */
+static int bench_exec_lab(const char *self, int argc, char **argv)
+{
+	char script[PATH_MAX], build[PATH_MAX];
+	char **args = calloc((size_t)argc + 3, sizeof(*args));
+	int n = 0;
+
+	if (args == NULL)
+		return 1;
+	snprintf(script, sizeof(script), "%s/tools/bench-lab", PKSYNC_SOURCE_ROOT);
+	/* This program is BUILD/tools/pksync-bench: two names off its real path. */
+	if (realpath(self, build) == NULL)
+		snprintf(build, sizeof(build), "%s", self);
+	for (int up = 0; up < 2; up++) {
+		char *slash = strrchr(build, '/');
+		if (slash == NULL || slash == build) {
+			snprintf(build, sizeof(build), "..");
+			break;
+		}
+		*slash = '\0';
+	}
+	args[n++] = script;
+	args[n++] = "--build";
+	args[n++] = build;
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--lab") != 0)
+			args[n++] = argv[i];
+	args[n] = NULL;
+	execv(script, args);
+	fprintf(stderr, "pksync-bench: cannot run %s: %s\n", script, strerror(errno));
+	free(args);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	size_t records = 10000, sync_records = 100000;
@@ -1380,6 +1421,9 @@ int main(int argc, char **argv)
 		}
 		return bench_make_cxf((size_t)n, argv[3]) == PKS_OK ? 0 : 1;
 	}
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--lab") == 0)
+			return bench_exec_lab(argv[0], argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			json = 1;
@@ -1404,7 +1448,8 @@ int main(int argc, char **argv)
 			fprintf(stderr,
 				"usage: pksync-bench [--json] [--records N] [--sync-records N] "
 				"[--only-authn]\n"
-				"       pksync-bench --make-cxf N FILE\n");
+				"       pksync-bench --make-cxf N FILE\n"
+				"       pksync-bench --lab [--json] [tools/bench-lab options]\n");
 			return 2;
 		}
 	}
