@@ -14,7 +14,6 @@ a non-member host's scan sees the hints change at each rotation.
 usage: test_sync_ble.py BUILD_DIR SOURCE_ROOT [case-filter]
 Skips (77) without dbus-daemon or the simulator's Python modules.
 """
-import json
 import os
 import re
 import select
@@ -27,25 +26,19 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pkslib import Agent, Tap  # noqa: E402
+import labagents  # noqa: E402
+from labagents import RAW_KBPS, converge, free_port, join, wait_for  # noqa: E402
+from pkslib import Tap  # noqa: E402
 
 BUILD, SRC = sys.argv[1], sys.argv[2]
 BENCH = os.path.join(BUILD, "tools", "pksync-bench")
 PROBE = os.path.join(BUILD, "tools", "ble-probe")
 sys.path.insert(0, os.path.join(SRC, "tools", "bluez-sim"))
-# ATT payload rates of the simulated profiles, per direction (bluez-sim README).
-RAW_KBPS = {"good": 700.0, "phone": 240.0, "worst": 30.0}
 
-if shutil.which("dbus-daemon") is None:
-    print("1..0 # SKIP dbus-daemon missing")
+if labagents.ble_sim_missing():
+    print("1..0 # SKIP " + labagents.ble_sim_missing())
     sys.exit(77)
-try:
-    import dbus  # noqa: F401
-    from gi.repository import GLib  # noqa: F401
-    from simlab import SimLab
-except ImportError as e:
-    print("1..0 # SKIP simulator needs python3-dbus and python3-gi (%s)" % e)
-    sys.exit(77)
+from simlab import SimLab  # noqa: E402
 
 tap = Tap()
 
@@ -54,110 +47,17 @@ def comment(text):
     print("# " + text, flush=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Dev(Agent):
-    """An agent on simulated BLE host k; BLE on, mDNS off."""
-
-    discovery = True  # pkslib adds neither --no-mdns nor --no-ble
-
-    def __init__(self, root, name, lab, k, rotate_ms=None):
-        super().__init__(BUILD, root=root, name=name)
-        self.name = name
-        self.env["DBUS_SYSTEM_BUS_ADDRESS"] = lab.bus(k)
-        if rotate_ms is not None:
-            self.env["PKSYNC_TEST_ROTATE_MS"] = str(rotate_ms)
-        self.port = free_port()
-        self.addr = "127.0.0.1:%d" % self.port
-        self.extra = []
-
-    def start(self, extra=("--listen",)):
-        extra = list(extra)
-        # "--listen" alone: on this device's loopback port.
-        if extra and extra[-1] == "--listen":
-            extra.append(self.addr)
-        self.extra = extra
-        return super().start(["--no-mdns", *extra])
-
-    def status(self):
-        return self.json("status")
-
-    def digest(self):
-        return self.status()["digest"]
-
-    def peers(self):
-        return [p for p in self.status()["peers"] if p["connected"]]
-
-    def transports(self):
-        return sorted(p["transport"] for p in self.peers())
-
-
-def start_pair(sponsor, timeout=120):
-    p = subprocess.Popen([sponsor.cli_bin, "--state-dir", sponsor.state_dir, "pair", "--json",
-                          "--timeout", str(timeout)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sponsor.env)
-    line = p.stdout.readline()
-    if not line:
-        raise RuntimeError("pair printed nothing: " + p.stderr.read().decode())
-    return p, json.loads(line)
-
-
-def join(sponsor, d, peer=None):
-    """d joins through sponsor; with no peer, found by discovery (BLE here)."""
-    p, first = start_pair(sponsor)
-    args = ["join", first["code"], "--name", d.name, "--no-passphrase"]
-    if peer:
-        args += ["--peer", peer]
-    t0 = time.monotonic()
-    res = d.json(*args)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 0, err.decode()
-    added = json.loads(out.decode().strip().splitlines()[-1])
-    assert added["device_id"] == res["device_id"], (added, res)
-    return time.monotonic() - t0
-
-
-def wait_for(what, fn, timeout, devs=()):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s (last %r)\n%s" % (
-        what, last, "\n".join("-- %s --\n%s" % (d.name, d.read_log()[-2500:]) for d in devs)))
+def Dev(root, name, lab, k, rotate_ms=None):
+    """An agent on simulated BLE host k (labagents.BleDev on this build)."""
+    return labagents.BleDev(BUILD, root, name, lab, k, rotate_ms)
 
 
 def _env_records():
     return int(os.environ.get("PKSYNC_BLE_TEST_RECORDS", "1000"))
 
 
-def converge(devs, timeout):
-    def same():
-        ds = [d.digest() for d in devs]
-        return ds[0] if len(set(ds)) == 1 else None
-    return wait_for("convergence", same, timeout, devs)
-
-
 def make_vault(a, n, root):
-    cxf = os.path.join(root, "records-%d.json" % n)
-    subprocess.run([BENCH, "--make-cxf", str(n), cxf], check=True, stdout=subprocess.DEVNULL)
-    a.json("import", cxf)
-    assert len(a.ids()) == n
-
-
-def ids(d):
-    return sorted(r["id"] for r in d.json("list"))
-
-
-Agent.ids = ids
+    labagents.make_vault(a, n, root, BENCH)
 
 
 def adv_instances(lab, k):
