@@ -1411,9 +1411,7 @@ static void test_digest(void)
 static void test_names_without_controls(void)
 {
 	static const char *const bad[] = {"evil\x1b[2J", "tab\there", "del\x7f",
-					  "csi\xc2\x9b"
-					  "31m",
-					  "nl\n"};
+					  ("csi\xc2\x9b" /* C1 CSI */ "31m"), "nl\n"};
 	struct oplist l = {.n = 0};
 	struct membership *m;
 
