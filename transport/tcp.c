@@ -4,6 +4,7 @@
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -429,11 +430,42 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_fail(c, PKS_ERR_MALFORMED, "zero-length frame");
 }
 
+/*
+ * Without this a session over a LAN link that was cut stays open on both ends
+ * for as long as nothing is sent (and for the kernel's ~15 minutes of
+ * retransmissions once something is), so the agent never fails over to BLE
+ * nor dials again. The kernel answers keepalives itself: a busy peer process
+ * never looks dead. Best effort: a socket that refuses keeps the old
+ * behaviour.
+ */
+static void conn_detect_dead_peer(struct tcp_conn *c)
+{
+	int on = 1, idle = TCP_KEEPALIVE_IDLE_S, interval = TCP_KEEPALIVE_INTERVAL_S;
+	int probes = TCP_KEEPALIVE_PROBES;
+	uv_os_fd_t fd;
+
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes)) != 0)
+		return;
+#ifdef TCP_USER_TIMEOUT
+	{
+		unsigned int user_timeout = TCP_DEAD_PEER_MS;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+				 sizeof(user_timeout));
+	}
+#endif
+}
+
 static int conn_start(struct tcp_conn *c)
 {
 	int uvr;
 
 	uv_tcp_nodelay(&c->tcp, 1);
+	conn_detect_dead_peer(c);
 	conn_set_peer(c);
 	uvr = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb);
 	return uvr == 0 ? PKS_OK : tcp_err_from_uv(uvr);

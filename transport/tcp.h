@@ -39,6 +39,16 @@
 #define TCP_CONNECT_TIMEOUT_MS 10000u
 /* A listener accepts at most this many live connections; more are closed. */
 #define TCP_LISTENER_MAX_CONNS 64u
+/* A connection whose peer stopped answering (link cut, out of range, powered
+   off: no FIN, no RST) fails with PKS_ERR_TIMEOUT after about this long:
+   kernel keepalives after TCP_KEEPALIVE_IDLE_S of silence, then every
+   TCP_KEEPALIVE_INTERVAL_S, TCP_KEEPALIVE_PROBES unanswered; the same bound
+   (TCP_USER_TIMEOUT) for data sent and never acknowledged. */
+#define TCP_KEEPALIVE_IDLE_S 5
+#define TCP_KEEPALIVE_INTERVAL_S 2
+#define TCP_KEEPALIVE_PROBES 3
+#define TCP_DEAD_PEER_MS                                                                           \
+	((TCP_KEEPALIVE_IDLE_S + TCP_KEEPALIVE_INTERVAL_S * TCP_KEEPALIVE_PROBES) * 1000u)
 
 struct tcp_conn; /* opaque, heap, freed by the module after on_close ran */
 
