@@ -3,6 +3,8 @@
  * changes a device makes: adding a paired device, revoking one.
  */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,7 +457,10 @@ static int replica_versions_after(void *replica, const uint8_t author[SYNC_ID_LE
 /*
  * Opening a batch: signature checks and decryption are most of the cost of a
  * first sync, and independent per version, so they run on every core; what
- * follows (order checks, store, merge) runs on the loop thread.
+ * follows (order checks, store, merge) runs on the loop thread, in order.
+ * The two overlap: workers take versions to open from a shared counter, the
+ * loop thread commits each version as soon as it is open and, when the next
+ * one is not open yet, opens one itself instead of waiting.
  */
 #define REPLICA_OPEN_THREADS_MAX 4
 #define REPLICA_OPEN_PARALLEL_MIN 16
@@ -468,25 +473,44 @@ struct replica_slot {
 	const uint8_t *key;
 	struct record_version *ver;
 	int err;
-	bool hidden; /* by a revoked author above its cutoff: stored, not merged */
+	bool hidden;        /* by a revoked author above its cutoff: stored, not merged */
+	atomic_bool opened; /* ver and err are final (release by the opener) */
 };
 
-struct replica_opener {
+struct replica_batch {
 	struct replica_slot *slots;
-	size_t n, first, step;
+	size_t n;
+	atomic_size_t next; /* the next slot nobody has taken to open */
 };
 
-static void *replica_open_range(void *arg)
+/* Takes one slot to open and opens it; false when none is left. */
+static bool replica_open_next(struct replica_batch *b)
 {
-	struct replica_opener *o = arg;
+	size_t i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed);
+	struct replica_slot *sl;
 
-	for (size_t i = o->first; i < o->n; i += o->step) {
-		struct replica_slot *sl = &o->slots[i];
-		if (sl->err == PKS_OK)
-			sl->err =
-			    record_version_open(sl->blob, sl->len, sl->sign_pk, sl->key, &sl->ver);
-	}
+	if (i >= b->n)
+		return false;
+	sl = &b->slots[i];
+	if (sl->err == PKS_OK)
+		sl->err = record_version_open(sl->blob, sl->len, sl->sign_pk, sl->key, &sl->ver);
+	atomic_store_explicit(&sl->opened, true, memory_order_release);
+	return true;
+}
+
+static void *replica_open_worker(void *arg)
+{
+	while (replica_open_next(arg))
+		continue;
 	return NULL;
+}
+
+/* Waits until slot i is open, opening others meanwhile. */
+static void replica_wait_open(struct replica_batch *b, size_t i)
+{
+	while (!atomic_load_explicit(&b->slots[i].opened, memory_order_acquire))
+		if (!replica_open_next(b))
+			sched_yield(); /* a worker has it */
 }
 
 static size_t replica_threads(size_t n)
@@ -496,32 +520,6 @@ static size_t replica_threads(size_t n)
 	if (n < REPLICA_OPEN_PARALLEL_MIN || cpus < 2)
 		return 1;
 	return cpus > REPLICA_OPEN_THREADS_MAX ? REPLICA_OPEN_THREADS_MAX : (size_t)cpus;
-}
-
-/* Opens every slot that passed the clear checks, on up to REPLICA_OPEN_THREADS_MAX threads. */
-static void replica_open_all(struct replica_slot *slots, size_t n)
-{
-	struct replica_opener o[REPLICA_OPEN_THREADS_MAX];
-	pthread_t th[REPLICA_OPEN_THREADS_MAX];
-	bool started[REPLICA_OPEN_THREADS_MAX] = {false};
-	size_t t = replica_threads(n);
-
-	for (size_t k = 0; k < t; k++) {
-		o[k].slots = slots;
-		o[k].n = n;
-		o[k].first = k;
-		o[k].step = t;
-	}
-	/* Thread 0 is this one; a thread that cannot start leaves its share to us. */
-	for (size_t k = 1; k < t; k++)
-		started[k] = pthread_create(&th[k], NULL, replica_open_range, &o[k]) == 0;
-	replica_open_range(&o[0]);
-	for (size_t k = 1; k < t; k++) {
-		if (started[k])
-			pthread_join(th[k], NULL);
-		else
-			replica_open_range(&o[k]);
-	}
 }
 
 /* The clear checks before opening: header, admissible author, keys at hand. */
@@ -586,7 +584,10 @@ static int replica_versions_apply(void *replica, const struct sync_blob *version
 {
 	struct vault *v = replica;
 	struct replica_slot *slots;
-	size_t skipped = 0;
+	struct replica_batch batch;
+	pthread_t th[REPLICA_OPEN_THREADS_MAX];
+	bool started[REPLICA_OPEN_THREADS_MAX] = {false};
+	size_t skipped = 0, t = replica_threads(n);
 	int r;
 
 	if (v->sec == NULL)
@@ -598,17 +599,32 @@ static int replica_versions_apply(void *replica, const struct sync_blob *version
 		slots[i].blob = versions[i].data;
 		slots[i].len = versions[i].len;
 		replica_prepare(v, &slots[i]);
+		atomic_init(&slots[i].opened, false);
 	}
-	replica_open_all(slots, n);
+	batch.slots = slots;
+	batch.n = n;
+	atomic_init(&batch.next, 0);
+	/* Workers start before the transaction does; this thread is one of the t. */
+	for (size_t k = 1; k < t; k++)
+		started[k] = pthread_create(&th[k], NULL, replica_open_worker, &batch) == 0;
 	r = store_begin_refetchable(v->store);
 	for (size_t i = 0; i < n && r == PKS_OK; i++) {
 		bool fatal = false;
-		int a = replica_commit_one(v, &slots[i], &fatal);
+		int a;
+
+		replica_wait_open(&batch, i);
+		a = replica_commit_one(v, &slots[i], &fatal);
 		if (fatal)
 			r = a;
 		else if (a != PKS_OK && a != PKS_ERR_EXISTS)
 			skipped++;
 	}
+	/* Every slot open (a failed batch still frees what workers opened). */
+	while (replica_open_next(&batch))
+		continue;
+	for (size_t k = 1; k < t; k++)
+		if (started[k])
+			pthread_join(th[k], NULL);
 	for (size_t i = 0; i < n; i++)
 		record_version_free(slots[i].ver);
 	free(slots);
