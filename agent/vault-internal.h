@@ -85,6 +85,8 @@ struct vault {
 	size_t table_count;
 	/* XOR of every state's digest, kept current (see vault_state_apply). */
 	uint8_t digest[32];
+	/* Live and trashed records, kept current the same way (status reads them). */
+	size_t n_live, n_trash;
 };
 
 uint64_t vault_wall_ms(void);

@@ -95,7 +95,7 @@ static int vault_table_grow(struct vault *v)
 	return PKS_OK;
 }
 
-static void vault_digest_fold(struct vault *v, const struct record_state *st);
+static void vault_digest_fold(struct vault *v, const struct record_state *st, int sign);
 static int vault_state_apply(struct vault *v, struct record_state *st,
 			     const struct record_version *ver);
 
@@ -124,7 +124,7 @@ int vault_state_for(struct vault *v, const uint8_t id[RECORD_ID_LEN], struct rec
 	memcpy(v->table[i].id, id, RECORD_ID_LEN);
 	v->table[i].st = st;
 	v->table_count++;
-	vault_digest_fold(v, st);
+	vault_digest_fold(v, st, +1);
 	*out = st;
 	return PKS_OK;
 }
@@ -138,6 +138,8 @@ static void vault_table_clear(struct vault *v)
 	v->table_cap = 0;
 	v->table_count = 0;
 	memset(v->digest, 0, sizeof(v->digest));
+	v->n_live = 0;
+	v->n_trash = 0;
 }
 
 /* ---- open, init, unlock, lock ---- */
@@ -912,17 +914,8 @@ uint64_t vault_created_at_ms(const struct vault *v)
 
 void vault_counts(const struct vault *v, size_t *live, size_t *trash)
 {
-	*live = 0;
-	*trash = 0;
-	for (size_t i = 0; i < v->table_cap; i++) {
-		const struct record_state *st = v->table[i].st;
-		if (st == NULL || !record_state_has_create(st) || record_state_purged(st))
-			continue;
-		if (record_state_trashed(st))
-			(*trash)++;
-		else
-			(*live)++;
-	}
+	*live = v->n_live;
+	*trash = v->n_trash;
 }
 
 /* XOR of per-record digests: independent of order, kept up to date as states change. */
@@ -931,13 +924,20 @@ void vault_digest(const struct vault *v, uint8_t out[32])
 	memcpy(out, v->digest, 32);
 }
 
-static void vault_digest_fold(struct vault *v, const struct record_state *st)
+/* Takes a state out of (sign -1) or into (+1) the digest and the counts. */
+static void vault_digest_fold(struct vault *v, const struct record_state *st, int sign)
 {
 	uint8_t d[32];
 
 	record_state_digest(st, d);
 	for (int k = 0; k < 32; k++)
 		v->digest[k] ^= d[k];
+	if (!record_state_has_create(st) || record_state_purged(st))
+		return;
+	if (record_state_trashed(st))
+		v->n_trash += (size_t)sign;
+	else
+		v->n_live += (size_t)sign;
 }
 
 /* Applies a version to a state, keeping the vault digest current. */
@@ -946,9 +946,9 @@ static int vault_state_apply(struct vault *v, struct record_state *st,
 {
 	int r;
 
-	vault_digest_fold(v, st);
+	vault_digest_fold(v, st, -1);
 	r = record_state_apply(st, ver);
-	vault_digest_fold(v, st);
+	vault_digest_fold(v, st, +1);
 	return r;
 }
 
