@@ -1288,24 +1288,34 @@ static void bench_authn(void)
 	FILE *f;
 	pid_t pid;
 
-	snprintf(root, sizeof(root), "%s/authn", bench_dir);
-	mkdir(root, 0700);
-	if (bench_dev_setup(&d, root, "key") != PKS_OK)
+	/* Its own directory: the agent benchmark removed bench_dir when it ended. */
+	snprintf(root, sizeof(root), "/tmp/pksync-bench-authn-XXXXXX");
+	memset(&d, 0, sizeof(d));
+	if (mkdtemp(root) == NULL || bench_dev_setup(&d, root, "key") != PKS_OK) {
+		fprintf(stderr, "pksync-bench: the security-key figures are left out: %s: %s\n",
+			root, strerror(errno));
 		return;
+	}
 	snprintf(hidsock, sizeof(hidsock), "%s/hid.sock", root);
 	snprintf(pin, sizeof(pin), "%s/pinentry-allow", root);
 	/* A pinentry that says yes at once: the person's time is not the authenticator's. */
 	f = fopen(pin, "w");
-	if (f == NULL)
+	if (f == NULL) {
+		fprintf(stderr, "pksync-bench: the security-key figures are left out: %s: %s\n",
+			pin, strerror(errno));
 		return;
+	}
 	fprintf(f, "#!/bin/sh\necho 'OK ready'\nwhile read -r l; do echo OK; case \"$l\" in "
 		   "BYE*) exit 0;; esac; done\n");
 	fclose(f);
 	chmod(pin, 0700);
 	mkdir(d.state, 0700);
 	pid = fork();
-	if (pid < 0)
+	if (pid < 0) {
+		fprintf(stderr, "pksync-bench: the security-key figures are left out: fork: %s\n",
+			strerror(errno));
 		return;
+	}
 	if (pid == 0) {
 		int lfd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		if (lfd >= 0) {
@@ -1373,6 +1383,10 @@ out:
 		close(fd);
 	free(resp);
 	bench_dev_stop(&d);
+	if (r == PKS_OK) {
+		char *rm[] = {"/bin/rm", "-rf", root, NULL};
+		bench_run(rm, 1);
+	}
 }
 
 /*
@@ -1468,9 +1482,6 @@ int main(int argc, char **argv)
 	if (only_authn) {
 		/* The security-key figures alone (a quick look while working on it). */
 		bench_find_binaries(argv[0]);
-		snprintf(bench_dir, sizeof(bench_dir), "/tmp/pksync-bench-XXXXXX");
-		if (mkdtemp(bench_dir) == NULL)
-			return 1;
 		bench_authn();
 		bench_print(json);
 		return 0;
