@@ -849,6 +849,14 @@ uint32_t ble_frag_nonce(const struct ble_frag *f)
 	return f->p.nonce;
 }
 
+void ble_frag_set_mtu(struct ble_frag *f, unsigned mtu)
+{
+	if (f == NULL || mtu < BLE_FRAG_MTU_MIN || mtu > BLE_FRAG_MTU_MAX)
+		return;
+	f->p.mtu = mtu;
+	f->dgram_max = mtu - 3;
+}
+
 void ble_frag_get_stats(const struct ble_frag *f, struct ble_frag_stats *out)
 {
 	*out = f->stats;

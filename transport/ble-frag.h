@@ -189,6 +189,13 @@ size_t ble_frag_queued(const struct ble_frag *f);
 uint8_t ble_frag_tag(const struct ble_frag *f);
 uint32_t ble_frag_nonce(const struct ble_frag *f);
 
+/* Fragments cut from now on are for this ATT MTU (23..517; others are
+   ignored). Those already sent keep their size, resends included: a smaller
+   MTU than before can cut them, and the peer then fails the link. For a
+   peripheral whose notification fd was acquired again, with the MTU of a
+   new subscription epoch, after the link had started. */
+void ble_frag_set_mtu(struct ble_frag *f, unsigned mtu);
+
 /* Counters for tests and status. */
 struct ble_frag_stats {
 	uint64_t dgrams_out;

@@ -1478,12 +1478,21 @@ static int ble_per_acquire(sd_bus_message *m, struct ble *b, bool write)
 	pks_log(&b->log, PKS_LOG_DEBUG, "ble: %s acquired (mtu %u)", write ? "write" : "notify",
 		mtu);
 	if (!write) {
-		/* Links waiting for a way to notify can go on. */
+		/* Links waiting for a way to notify can go on. A central's OPEN
+		   can arrive on the write fd before bluetoothd has acquired the
+		   notify fd of the new subscription epoch, so a link accepted
+		   meanwhile took the previous epoch's MTU: it sends with this one
+		   from now on. */
 		struct ble_link *l, *next;
 		for (l = b->links; l != NULL; l = next) {
 			next = l->next;
-			if (!l->central)
-				ble_link_pump(l);
+			if (l->central)
+				continue;
+			if (l->f != NULL && l->mtu != b->per_mtu) {
+				l->mtu = b->per_mtu;
+				ble_frag_set_mtu(l->f, l->mtu);
+			}
+			ble_link_pump(l);
 		}
 	}
 	return r;

@@ -716,6 +716,48 @@ static void pump(struct ble_frag *a, struct ble_frag *b, uint64_t now, size_t *f
 	}
 }
 
+/* A peripheral's link accepted with the previous epoch's MTU (23) is told
+   the new one (247): later fragments are larger, and everything arrives. */
+static void test_set_mtu(void)
+{
+	struct ble_frag_params pa = {.mtu = 23, .tag = 3, .nonce = 7, .initiator = true};
+	struct ble_frag_params pb = {.mtu = 247, .tag = 3, .nonce = 7};
+	struct ble_frag *a = NULL, *b = NULL;
+	uint8_t frame[2000] = {0}, d[BLE_FRAG_DGRAM_MAX];
+	size_t fa = 0, fb = 0, n, biggest = 0;
+	int ra = PKS_OK, rb = PKS_OK;
+
+	CHECK_OK(ble_frag_new(&pa, 0, &a));
+	CHECK_OK(ble_frag_new(&pb, 0, &b));
+	CHECK_OK(ble_frag_send(a, frame, sizeof(frame)));
+	/* Open, and a few 20-byte fragments go out at the old MTU. */
+	CHECK_OK(ble_frag_output(a, 0, d, sizeof(d), &n));
+	CHECK_OK(ble_frag_input(b, d, n, 0, count_frame, &fb));
+	CHECK_OK(ble_frag_output(b, 0, d, sizeof(d), &n));
+	CHECK_OK(ble_frag_input(a, d, n, 0, count_frame, &fa));
+	for (int i = 0; i < 3; i++) {
+		CHECK_OK(ble_frag_output(a, 0, d, sizeof(d), &n));
+		CHECK(n > 0 && n <= 20);
+		CHECK_OK(ble_frag_input(b, d, n, 0, count_frame, &fb));
+	}
+	ble_frag_set_mtu(a, 10);   /* out of range: ignored */
+	ble_frag_set_mtu(a, 1000); /* likewise */
+	ble_frag_set_mtu(a, 247);
+	while (ble_frag_output(a, 1, d, sizeof(d), &n) == PKS_OK && n > 0) {
+		if (n > biggest)
+			biggest = n;
+		CHECK_OK(ble_frag_input(b, d, n, 1, count_frame, &fb));
+	}
+	CHECK(biggest > 20 && biggest <= 244);
+	for (uint64_t now = 2; now < 100 && fb < 1; now += 10)
+		pump(a, b, now, &fa, &fb, &ra, &rb);
+	CHECK_EQ(fb, 1);
+	CHECK_EQ(ra, PKS_OK);
+	CHECK_EQ(rb, PKS_OK);
+	ble_frag_free(a);
+	ble_frag_free(b);
+}
+
 static void test_close(void)
 {
 	struct ble_frag_params pa = {.mtu = 247, .tag = 2, .nonce = 99, .initiator = true};
@@ -823,4 +865,4 @@ CHECK_MAIN({"/ble_frag/header", test_header}, {"/ble_frag/clean", test_clean},
 	   {"/ble_frag/reassembly_violations", test_reassembly_violations},
 	   {"/ble_frag/garbage", test_garbage}, {"/ble_frag/bounded_queue", test_bounded_queue},
 	   {"/ble_frag/dead_peer", test_dead_peer}, {"/ble_frag/close", test_close},
-	   {"/ble_frag/shared_notify", test_shared_notify})
+	   {"/ble_frag/set_mtu", test_set_mtu}, {"/ble_frag/shared_notify", test_shared_notify})
