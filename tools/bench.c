@@ -986,8 +986,8 @@ static void bench_sync_first(size_t n)
 		goto out;
 	}
 	/* Pairing (two CLI runs, CPace, a Noise session, a new identity) is a
-	   fixed cost of a few hundred ms that would dominate 10,000 records;
-	   the throughput target is the sync's, timed from `join` returning. */
+	   fixed cost apart from the transfer (about 10 ms here): the
+	   throughput target is the sync's, timed from `join` returning. */
 	bench_add("sync_first_10k_seconds_with_pairing", secs, "s");
 	bench_add("sync_first_pairing_seconds", t1 - t0, "s");
 	bench_add("sync_first_10k_seconds", t0 + secs - t1, "s");

@@ -9,23 +9,14 @@ traffic counters are the same for both.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
-from pkslib import Agent
+from pkslib import Agent, free_port
 
 # ATT payload rates of the simulated profiles, per direction (bluez-sim
 # README); "perfect" is unshaped and has no raw rate.
 RAW_KBPS = {"good": 700.0, "phone": 240.0, "worst": 30.0}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(what, fn, timeout, devs=(), interval=0.2):
@@ -182,24 +173,9 @@ class HostAgent(LabAgentMixin, Agent):
         if rotate_ms:
             self.env["PKSYNC_TEST_ROTATE_MS"] = str(rotate_ms)
 
-    def start(self, extra=()):
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        self.log = open(self.log_path, "ab")
+    start_timeout = 15
+
+    def command(self, extra=()):
         # tools/lab exec ends in `exec ip netns exec`, so the pid is the agent's.
-        self.proc = subprocess.Popen(
-            [self.lab.tool, "exec", str(self.k), self.agent_bin, "--state-dir",
-             self.state_dir, "--no-ble", *extra], stdout=self.log, stderr=self.log,
-            env=self.env)
-        sock = os.path.join(self.state_dir, "control.sock")
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("agent exited early: " + self.read_log())
-            if os.path.exists(sock):
-                try:
-                    self.cli("status", "--json")
-                    return self
-                except Exception:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError("agent did not start: " + self.read_log())
+        return [self.lab.tool, "exec", str(self.k), self.agent_bin, "--state-dir",
+                self.state_dir, "--no-ble", *extra]

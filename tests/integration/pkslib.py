@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,15 @@ class Tap:
         return 1 if failed else 0
 
 
+def free_port():
+    """A TCP port on loopback that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 class CliError(Exception):
     def __init__(self, rc, stderr, stdout):
         super().__init__("pksync exited %d: %s" % (rc, stderr.strip() or stdout.strip()))
@@ -81,15 +91,21 @@ class Agent:
     # turns it on.
     discovery = False
 
+    # Seconds for the control socket to answer after start().
+    start_timeout = 10
+
+    def command(self, extra=()):
+        """The agent's command line; subclasses run it elsewhere (a lab host)."""
+        quiet = [] if self.discovery else ["--no-mdns", "--no-ble"]
+        return [self.agent_bin, "--state-dir", self.state_dir, *quiet, *extra]
+
     def start(self, extra=()):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.log = open(self.log_path, "ab")
-        quiet = [] if self.discovery else ["--no-mdns", "--no-ble"]
-        self.proc = subprocess.Popen(
-            [self.agent_bin, "--state-dir", self.state_dir, *quiet, *extra],
-            stdout=self.log, stderr=self.log, env=self.env)
+        self.proc = subprocess.Popen(self.command(extra), stdout=self.log, stderr=self.log,
+                                     env=self.env)
         sock = os.path.join(self.state_dir, "control.sock")
-        deadline = time.time() + 10
+        deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("agent exited early: " + self.read_log())

@@ -12,7 +12,6 @@ usage: test_authn.py BUILD_DIR SOURCE_DIR FIDO2_SOCKET [case-filter]
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ctaphid_socket as hid  # noqa: E402
-from pkslib import Agent, Tap, b64u_decode, b64u_encode  # noqa: E402
+from pkslib import Agent, Tap, b64u_decode, b64u_encode, free_port  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from fido2 import cbor  # noqa: E402
@@ -89,14 +88,6 @@ ERR_NOT_ALLOWED = 0x30
 def note(text):
     for line in str(text).splitlines():
         print("# " + line, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Dev(Agent):

@@ -60,26 +60,11 @@ class HostAgent(Agent):
         self.agent_bin = LAB
         self._real = real
 
-    def start(self, extra=()):
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [LAB, "exec", str(self.k), self._real, "--state-dir", self.state_dir,
-             *([] if self.ble else ["--no-ble"]), *extra], stdout=self.log, stderr=self.log,
-            env=self.env)
-        sock = os.path.join(self.state_dir, "control.sock")
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("agent exited early: " + self.read_log())
-            if os.path.exists(sock):
-                try:
-                    self.cli("status", "--json")
-                    return self
-                except Exception:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError("agent did not start: " + self.read_log())
+    start_timeout = 15
+
+    def command(self, extra=()):
+        return [LAB, "exec", str(self.k), self._real, "--state-dir", self.state_dir,
+                *([] if self.ble else ["--no-ble"]), *extra]
 
     def digest(self):
         return self.json("status")["digest"]

@@ -16,20 +16,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pkslib import Agent, CliError, Tap  # noqa: E402
+from pkslib import Agent, CliError, Tap, free_port  # noqa: E402
 from verify import assert_and_verify  # noqa: E402
 
 BUILD, SHARED = sys.argv[1], sys.argv[2]
 BENCH = os.path.join(BUILD, "tools", "pksync-bench")
 tap = Tap()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Dev(Agent):
